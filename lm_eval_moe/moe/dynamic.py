@@ -1,0 +1,363 @@
+"""Dynamic MoE: expert count, router bias and routing records on a loaded transformers model.
+
+:class:`DynamicMoE` replaces the ``forward`` of every router instance with :func:`route`, which
+reproduces the stock routing exactly and reads the run-time knobs from this object:
+
+* expert count k: global, per MoE layer, and per sequence of the batch (``row_expert_counts``);
+* an additive router-logit bias per layer, shared or per sequence, differentiable;
+* routing records on demand (``with moe.record() as rec:``); a ``None`` check when off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lm_eval_moe.moe.families import UNSUPPORTED, FamilySpec, family_for, supported_model_types
+from lm_eval_moe.moe.records import LayerRouting, RoutingRecorder
+from lm_eval_moe.moe.routing import RoutingRule, route
+
+logger = logging.getLogger(__name__)
+
+
+class UnsupportedModelError(ValueError):
+    """The model is dense, or its MoE family cannot be served by the adapter interface."""
+
+
+class ExpertCountError(ValueError):
+    """An expert count outside 1..num_routed_experts, or of the wrong shape."""
+
+
+@dataclass
+class MoELayer:
+    """One routed MoE layer of the model."""
+
+    index: int  # position among the MoE layers (dense layers are not counted)
+    name: str  # module path of the router
+    router: nn.Module
+    experts: nn.Module | None
+    num_experts: int
+    default_expert_count: int
+    rule: RoutingRule
+    skippable_index: int | None  # id the experts module can skip, or None (then duplicate the top expert)
+
+
+def _model_type(model: nn.Module) -> str:
+    return str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
+
+
+def _text_config(model: nn.Module) -> Any:
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def resolve_family(model: nn.Module) -> FamilySpec:
+    model_type = _model_type(model)
+    family = family_for(model_type)
+    if family is None:
+        text_type = getattr(_text_config(model), "model_type", None)
+        family = family_for(text_type) if text_type else None
+    if family is not None:
+        return family
+    supported = ", ".join(supported_model_types())
+    if model_type in UNSUPPORTED:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is a MoE family lm_eval_moe cannot drive: {UNSUPPORTED[model_type]}. "
+            f"Supported model types: {supported}"
+        )
+    raise UnsupportedModelError(
+        f"model type {model_type!r} is not a supported Mixture-of-Experts family (a dense model has no router "
+        f"to change). Supported model types: {supported}"
+    )
+
+
+def _skippable_index(experts: nn.Module | None, num_experts: int) -> int | None:
+    """Expert id that the experts module skips, if it has one (transformers' experts interface)."""
+    if experts is not None and hasattr(experts, "_is_expert_parallel"):
+        experts._is_expert_parallel = True  # eager skips id num_experts anyway; grouped/batched_mm need it
+        return num_experts
+    return None
+
+
+class DynamicMoE:
+    """Run-time control of a MoE model's routing (see module docstring).
+
+    renormalize: ``None`` keeps each family's rule; ``True``/``False`` overrides it (METHODS.md 1).
+    """
+
+    def __init__(self, model: nn.Module, renormalize: bool | None = None) -> None:
+        self.model = model
+        self.renormalize = renormalize
+        self.family = resolve_family(model)
+        self.shared_experts = self.family.shared_experts(_text_config(model))
+        self.layers = self._find_layers(renormalize)
+        self._layer_k = [layer.default_expert_count for layer in self.layers]
+        self._row_k: torch.Tensor | None = None  # (batch, layers) long
+        self._row_uniform: list[int | None] = []
+        self._token_k_cache: tuple[int, torch.Tensor] | None = None
+        self._bias: torch.Tensor | None = None  # (layers, experts) or (batch, layers, experts)
+        self._recorder: RoutingRecorder | None = None
+        for layer in self.layers:
+            layer.router.forward = types.MethodType(self._make_forward(layer), layer.router)
+        model._lm_eval_moe = self  # type: ignore[attr-defined]
+        logger.info(
+            "Dynamic MoE on %s: %d MoE layers, %d routed experts, default k=%s, renormalise=%s",
+            self.family.name,
+            len(self.layers),
+            self.num_experts,
+            self.default_expert_counts if len(set(self.default_expert_counts)) > 1 else self.default_expert_counts[0],
+            "model rule" if renormalize is None else renormalize,
+        )
+
+    # ------------------------------------------------------------------ discovery
+    def _find_layers(self, renormalize: bool | None) -> list[MoELayer]:
+        modules = dict(self.model.named_modules())
+        layers: list[MoELayer] = []
+        for name, module in modules.items():
+            if type(module).__name__ not in self.family.router_classes:
+                continue
+            parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+            experts = getattr(parent, "experts", None)
+            rule = self.family.rule(module)
+            if renormalize is not None:
+                rule = dataclasses.replace(rule, renormalize=renormalize)
+            num_experts = int(module.num_experts)
+            layers.append(
+                MoELayer(
+                    index=len(layers),
+                    name=name,
+                    router=module,
+                    experts=experts,
+                    num_experts=num_experts,
+                    default_expert_count=int(module.top_k),
+                    rule=rule,
+                    skippable_index=_skippable_index(experts, num_experts),
+                )
+            )
+        if not layers:
+            raise UnsupportedModelError(
+                f"no {self.family.name} router ({', '.join(self.family.router_classes)}) found in "
+                f"{type(self.model).__name__}: the model has no routed MoE layer"
+            )
+        return layers
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_experts(self) -> int:
+        """Routed experts per layer (the same in every layer of every supported checkpoint we know)."""
+        counts = {layer.num_experts for layer in self.layers}
+        if len(counts) != 1:
+            raise ValueError(f"routed expert counts differ across layers: {sorted(counts)}")
+        return counts.pop()
+
+    @property
+    def default_expert_counts(self) -> list[int]:
+        return [layer.default_expert_count for layer in self.layers]
+
+    @property
+    def expert_counts(self) -> list[int]:
+        """Current per-layer k (the per-sequence counts, when set, take precedence)."""
+        return list(self._layer_k)
+
+    @property
+    def row_expert_counts(self) -> torch.Tensor | None:
+        return None if self._row_k is None else self._row_k.clone()
+
+    # ------------------------------------------------------------------ expert counts
+    def _check_count(self, value: int, layer: MoELayer) -> int:
+        if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= layer.num_experts:
+            raise ExpertCountError(
+                f"expert count {value!r} is out of range for layer {layer.index} of this {self.family.name} model: "
+                f"allowed values are integers 1..{layer.num_experts} (routed experts; shared experts are always on)"
+            )
+        return int(value)
+
+    def per_layer_counts(self, expert_count: int | Sequence[int] | None) -> list[int]:
+        """Validate a global or per-layer k and expand it to one value per MoE layer."""
+        if expert_count is None:
+            return self.default_expert_counts
+        if isinstance(expert_count, (int, float)):  # bool included: rejected by _check_count
+            return [self._check_count(expert_count, layer) for layer in self.layers]
+        counts = list(expert_count)  # type: ignore[arg-type]
+        if len(counts) != self.num_layers:
+            raise ExpertCountError(
+                f"a per-layer expert count needs {self.num_layers} values (one per MoE layer), got {len(counts)}"
+            )
+        return [self._check_count(v, layer) for v, layer in zip(counts, self.layers)]
+
+    def set_expert_count(self, expert_count: int | Sequence[int] | None) -> None:
+        """Global k (int), per-layer k (one int per MoE layer), or None for the model's default."""
+        self._layer_k = self.per_layer_counts(expert_count)
+
+    def set_row_expert_counts(self, counts: Sequence[int | Sequence[int]] | torch.Tensor | None) -> None:
+        """Per-sequence k for the next forward passes: one entry per batch row, each a global or
+        per-layer count. None returns to the per-layer setting."""
+        self._token_k_cache = None
+        if counts is None:
+            self._row_k = None
+            self._row_uniform = []
+            return
+        if isinstance(counts, torch.Tensor):
+            counts = counts.tolist()
+        rows = [self.per_layer_counts(c) for c in counts]
+        if not rows:
+            raise ExpertCountError("per-sequence expert counts need at least one row")
+        self._row_k = torch.tensor(rows, dtype=torch.long)
+        self._row_uniform = [
+            values[0] if len(set(values)) == 1 else None for values in zip(*rows)
+        ]
+
+    # ------------------------------------------------------------------ bias
+    def set_router_bias(self, bias: torch.Tensor | None) -> None:
+        """Additive router-logit bias: (layers, experts) for every sequence, (batch, layers, experts)
+        per sequence, or None. The tensor is used as is (keep ``requires_grad`` to optimise it)."""
+        if bias is not None:
+            expected = (self.num_layers, self.num_experts)
+            if bias.dim() not in (2, 3) or tuple(bias.shape[-2:]) != expected:
+                raise ValueError(
+                    f"router bias must have shape {expected} or (batch, {expected[0]}, {expected[1]}), "
+                    f"got {tuple(bias.shape)}"
+                )
+        self._bias = bias
+
+    @property
+    def router_bias(self) -> torch.Tensor | None:
+        return self._bias
+
+    # ------------------------------------------------------------------ records
+    @contextmanager
+    def record(self, full_probs: bool = False) -> Iterator[RoutingRecorder]:
+        """Record every router call inside the block (selected experts, their probabilities)."""
+        previous = self._recorder
+        self._recorder = RoutingRecorder(full_probs=full_probs)
+        try:
+            yield self._recorder
+        finally:
+            self._recorder = previous
+
+    @contextmanager
+    def settings(
+        self,
+        expert_count: int | Sequence[int] | None = None,
+        row_expert_counts: Sequence[int | Sequence[int]] | torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> Iterator[DynamicMoE]:
+        """Temporarily apply routing settings; restores the previous ones on exit."""
+        saved = (self._layer_k, self._row_k, self._row_uniform, self._bias)
+        try:
+            if expert_count is not None:
+                self.set_expert_count(expert_count)
+            self.set_row_expert_counts(row_expert_counts)
+            if bias is not None:
+                self.set_router_bias(bias)
+            yield self
+        finally:
+            self._layer_k, self._row_k, self._row_uniform, self._bias = saved
+            self._token_k_cache = None
+
+    # ------------------------------------------------------------------ teardown
+    def detach(self) -> None:
+        """Restore the stock router forwards."""
+        for layer in self.layers:
+            if "forward" in vars(layer.router):
+                del layer.router.forward
+        if getattr(self.model, "_lm_eval_moe", None) is self:
+            del self.model._lm_eval_moe
+
+    # ------------------------------------------------------------------ the patched forward
+    def _rows(self, tokens: int, batch: int) -> int:
+        if tokens % batch:
+            raise RuntimeError(
+                f"router saw {tokens} tokens, not a multiple of the {batch} sequences whose expert counts or "
+                f"biases were set: set per-sequence settings for the batch actually run"
+            )
+        return tokens // batch
+
+    def _token_counts(self, layer: MoELayer, tokens: int) -> tuple[int, torch.Tensor | None]:
+        if self._row_k is None:
+            return self._layer_k[layer.index], None
+        uniform = self._row_uniform[layer.index]
+        if uniform is not None:
+            return uniform, None
+        if self._token_k_cache is None or self._token_k_cache[0] != tokens:
+            per_token = self._row_k.repeat_interleave(self._rows(tokens, self._row_k.shape[0]), dim=0)
+            self._token_k_cache = (tokens, per_token)
+        column = self._token_k_cache[1][:, layer.index]
+        return int(self._row_k[:, layer.index].max()), column
+
+    def _token_bias(self, layer: MoELayer, tokens: int) -> torch.Tensor | None:
+        bias = self._bias
+        if bias is None:
+            return None
+        if bias.dim() == 2:
+            return bias[layer.index].float()
+        return bias[:, layer.index].float().repeat_interleave(self._rows(tokens, bias.shape[0]), dim=0)
+
+    def _masked_index(self, layer: MoELayer) -> int | None:
+        """Id for masked ranks: one the experts skip (no compute), else None = a zero-weight duplicate."""
+        if layer.skippable_index is None or self.family.eager_skips_masked_id:
+            return layer.skippable_index
+        implementation = getattr(getattr(layer.experts, "config", None), "_experts_implementation", "eager")
+        return None if implementation in (None, "eager") else layer.skippable_index
+
+    def _make_forward(self, layer: MoELayer):
+        family = self.family
+        controller = self
+
+        def forward(router: nn.Module, hidden_states: torch.Tensor, *args: Any):
+            hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+            tokens = hidden.shape[0]
+            expert_count, token_counts = controller._token_counts(layer, tokens)
+            bias = controller._token_bias(layer, tokens)
+            if bias is not None:
+                bias = bias.to(hidden.device)
+            recorder = controller._recorder
+            result = route(
+                layer.rule,
+                family.logits(router, hidden),
+                input_dtype=hidden_states.dtype,
+                expert_count=expert_count,
+                token_expert_count=token_counts,
+                bias=bias,
+                correction_bias=family.correction_bias(router, args),
+                masked_index=controller._masked_index(layer) if token_counts is not None else None,
+                want_probs=recorder is not None,
+                want_full_probs=recorder is not None and recorder.full_probs,
+            )
+            if recorder is not None:
+                index = result.index.detach()
+                if result.active is not None:
+                    index = index.masked_fill(~result.active, -1)
+                recorder.add(
+                    LayerRouting(
+                        layer=layer.index,
+                        expert_index=index,
+                        expert_prob=result.selected_probs,  # type: ignore[arg-type]
+                        full_probs=result.full_probs,
+                    )
+                )
+            return result.logits, result.weights, result.index
+
+        return forward
+
+
+def attach(model: nn.Module, renormalize: bool | None = None) -> DynamicMoE:
+    """Attach (or return the already attached) :class:`DynamicMoE` of ``model``."""
+    existing = getattr(model, "_lm_eval_moe", None)
+    if isinstance(existing, DynamicMoE):
+        if existing.renormalize == renormalize:
+            return existing
+        existing.detach()
+    return DynamicMoE(model, renormalize=renormalize)

@@ -1,0 +1,155 @@
+"""Tiny random-weight MoE models and a byte-level tokenizer, built offline.
+
+Used by the tests, the benchmarks and the demo-model training script: the Hugging Face hub is not
+reachable there, so every model is built from a transformers config of a supported family
+(2 layers, hidden 64, 8 routed experts, top-2 unless overridden).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Per-family config keywords for a tiny model (on top of :data:`COMMON`).
+TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
+    "olmoe": dict(num_experts=8, num_experts_per_tok=2),
+    "flex_olmo": dict(num_experts=8, num_experts_per_tok=2),
+    "qwen2_moe": dict(
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=64
+    ),
+    "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True, head_dim=16),
+    "qwen3_next": dict(
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+        linear_value_head_dim=16, layer_types=["linear_attention", "full_attention"],
+    ),
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2),
+    "minimax": dict(num_local_experts=8, num_experts_per_tok=2, layer_types=["full_attention", "full_attention"]),
+    "jamba": dict(
+        num_experts=8, num_experts_per_tok=2, expert_layer_period=1, expert_layer_offset=0, attn_layer_period=1,
+        attn_layer_offset=0, use_mamba_kernels=False,
+    ),
+    "hunyuan_v1_moe": dict(num_experts=8, moe_topk=2, head_dim=16),
+    "ernie4_5_moe": dict(
+        moe_num_experts=8, moe_k=2, moe_intermediate_size=32, moe_layer_start_index=0, moe_num_shared_experts=0
+    ),
+    "deepseek_v2": dict(
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=16, topk_method="greedy",
+    ),
+    "deepseek_v3": dict(
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=16, n_group=2, topk_group=1,
+    ),
+    "glm4_moe": dict(
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+        first_k_dense_replace=0, head_dim=16, n_group=1, topk_group=1,
+    ),
+    "glm4_moe_lite": dict(
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=16, n_group=1, topk_group=1,
+    ),
+    "dots1": dict(
+        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+        first_k_dense_replace=0, head_dim=16, n_group=1, topk_group=1,
+    ),
+    "lfm2_moe": dict(
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=0,
+        layer_types=["conv", "full_attention"],
+    ),
+    "gpt_oss": dict(
+        num_local_experts=8, num_experts_per_tok=2, head_dim=16, layer_types=["sliding_attention", "full_attention"],
+        sliding_window=16,
+    ),
+    "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2),
+    "granitemoeshared": dict(num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=32),
+}
+
+COMMON: dict[str, Any] = dict(
+    hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
+
+#: Byte-level tokenizer: ids 0..3 special, 4..259 the 256 bytes.
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def byte_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
+    """A byte-level tokenizer (no merges) that encodes any text and decodes it back exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
+    byte_symbols.sort(key=lambda s: ord(s))
+    specials = list(SPECIAL_TOKENS) + list(extra_special_tokens)
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for symbol in byte_symbols:
+        vocab[symbol] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+        additional_special_tokens=list(extra_special_tokens) or None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_config(model_type: str = "olmoe", vocab_size: int | None = None, **overrides: Any):
+    from transformers import AutoConfig
+
+    if model_type not in TINY_FAMILY_CONFIGS:
+        raise ValueError(f"no tiny config for {model_type!r}; known: {', '.join(sorted(TINY_FAMILY_CONFIGS))}")
+    kwargs = dict(COMMON)
+    kwargs.update(TINY_FAMILY_CONFIGS[model_type])
+    kwargs.update(
+        vocab_size=vocab_size or 256 + len(SPECIAL_TOKENS), pad_token_id=PAD_ID, bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID, tie_word_embeddings=False,
+    )
+    kwargs.update(overrides)
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def tiny_moe(model_type: str = "olmoe", seed: int = 0, experts_implementation: str | None = None, **overrides: Any):
+    """A tiny random-weight causal LM of ``model_type`` in eval mode.
+
+    Routers (and score-correction biases) that transformers initialises to zero are re-drawn so that
+    routing differs across experts; otherwise every k would pick the same experts by tie-breaking.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(model_type, **overrides)
+    torch.manual_seed(seed)
+    kwargs = {} if experts_implementation is None else {"experts_implementation": experts_implementation}
+    model = AutoModelForCausalLM.from_config(config, **kwargs).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _, param in model.named_parameters():
+            if param.numel() and param.abs().sum() == 0:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        for name, buffer in model.named_buffers():
+            if "correction" in name or "expert_bias" in name:
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
+    return model
+
+
+def save_tiny_moe(directory: str | Path, model_type: str = "olmoe", seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny model and the byte tokenizer to ``directory`` (loadable by ``pretrained=``)."""
+    directory = Path(directory)
+    model = tiny_moe(model_type, seed=seed, **overrides)
+    model.generation_config.pad_token_id = PAD_ID
+    model.save_pretrained(directory)
+    byte_tokenizer().save_pretrained(directory)
+    return directory

@@ -1,0 +1,48 @@
+"""Packaging glue that setup.cfg cannot express.
+
+1. The repository folders ``model_wrappers/`` and ``tasks/`` install as ``lm_eval_moe.model_wrappers``
+   and ``lm_eval_moe.tasks`` (package_dir in setup.cfg); their sub-packages are listed here.
+2. ``lm_eval_moe.pth`` is installed next to the package so that the stock ``lm_eval`` CLI finds our
+   models and tasks (lm-eval 0.4.13 has no plugin discovery). The .pth line only installs a lazy
+   import observer (``lm_eval_moe/_lm_eval_hook.py``); nothing heavy runs at interpreter start.
+   For PEP 660 editable installs setuptools drops files copied into build_lib, so the file is written
+   into the editable wheel's root instead.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH_NAME = "lm_eval_moe.pth"
+# site.py executes .pth lines that start with "import"; the try keeps a broken install from
+# printing a traceback on every Python start.
+PTH_LINE = (
+    'import sys; exec("try:\\n import lm_eval_moe._lm_eval_hook as h; h.install()\\n'
+    'except Exception:\\n pass")\n'
+)
+
+
+def _packages() -> list[str]:
+    packages = find_packages(include=["lm_eval_moe", "lm_eval_moe.*"])
+    for folder in ("model_wrappers", "tasks"):
+        packages.append(f"lm_eval_moe.{folder}")
+        packages += [f"lm_eval_moe.{folder}.{sub}" for sub in find_packages(where=folder)]
+    return packages
+
+
+class BuildPyWithPth(build_py):
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            target = Path(self.get_finalized_command("install").install_lib)
+        else:
+            target = Path(self.build_lib)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / PTH_NAME).write_text(PTH_LINE)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / PTH_NAME)]
+
+
+setup(packages=_packages(), cmdclass={"build_py": BuildPyWithPth})
