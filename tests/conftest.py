@@ -30,3 +30,38 @@ def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
     from lm_eval_moe.testing import save_tiny_moe
 
     return save_tiny_moe(tmp_path_factory.mktemp("tiny_olmoe"), "olmoe", seed=0)
+
+
+TINY_TASK_YAML = """task: moe_test_echo
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_task_dir(tmp_path_factory) -> pathlib.Path:
+    """An --include_path folder with one tiny generative task over a local JSONL file."""
+    import json
+
+    folder = tmp_path_factory.mktemp("tiny_task")
+    data = folder / "echo.jsonl"
+    rows = [{"question": f"{a}+{b}", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "moe_test_echo.yaml").write_text(TINY_TASK_YAML.format(data=data))
+    return folder

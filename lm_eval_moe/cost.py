@@ -1,0 +1,138 @@
+"""Cost accounting: tokens, expert-token products and estimated FLOPs (METHODS.md section 6).
+
+FLOPs formula (forward pass, multiply-add = 2 FLOPs), per processed token at position ``p``::
+
+    2 * (dense_params + sum_l k_l * expert_params_l)            # weight matmuls
+    + sum over attention layers of 2 * (d_qk + d_v) * (p + 1)    # scores and weighted values
+
+* ``dense_params``: every parameter a token passes through except routed experts and the input
+  embedding lookup (attention, shared experts, dense MLPs, routers, norms, LM head). Shared experts
+  are therefore always paid, and counted separately in expert-token products.
+* ``expert_params_l``: parameters of ONE routed expert of MoE layer ``l`` (the layer's expert module
+  divided by its expert count); ``k_l`` the activated routed experts at that layer.
+* ``d_qk = heads * qk_head_dim``, ``d_v = heads * v_head_dim`` (MLA models use their own head dims);
+  attention layers are the modules whose class name ends in ``Attention`` (linear-attention, conv and
+  Mamba mixers are costed as dense parameters only); sliding windows are ignored (an upper bound).
+
+A backward pass (rerouting) is costed as twice the forward, the usual estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from lm_eval_moe.moe.dynamic import DynamicMoE
+
+BACKWARD_FLOPS_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class CostModel:
+    dense_params: int
+    expert_params: tuple[int, ...]  # one routed expert, per MoE layer
+    shared_experts: int  # per MoE layer
+    attention_layers: int
+    qk_width: int
+    v_width: int
+
+    @classmethod
+    def from_model(cls, model: nn.Module, moe: DynamicMoE) -> CostModel:
+        total = sum(p.numel() for p in model.parameters())
+        routed = 0
+        expert_params = []
+        for layer in moe.layers:
+            size = sum(p.numel() for p in layer.experts.parameters()) if layer.experts is not None else 0
+            routed += size
+            expert_params.append(size // layer.num_experts)
+        embedding = model.get_input_embeddings()
+        output = model.get_output_embeddings()
+        embedding_params = embedding.weight.numel() if embedding is not None else 0
+        if output is not None and embedding is not None and output.weight is embedding.weight:
+            embedding_params = 0  # tied: the same matrix is used as the LM head matmul
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        heads = int(config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        qk_dim = int(getattr(config, "qk_nope_head_dim", 0) or 0) + int(getattr(config, "qk_rope_head_dim", 0) or 0)
+        v_dim = int(getattr(config, "v_head_dim", 0) or 0)
+        attention_layers = sum(
+            1
+            for module in model.modules()
+            if type(module).__name__.endswith("Attention") and "Linear" not in type(module).__name__
+        )
+        return cls(
+            dense_params=total - routed - embedding_params,
+            expert_params=tuple(expert_params),
+            shared_experts=moe.shared_experts,
+            attention_layers=attention_layers,
+            qk_width=heads * (qk_dim or head_dim),
+            v_width=heads * (v_dim or head_dim),
+        )
+
+    def matmul_flops_per_token(self, expert_counts: Sequence[int]) -> float:
+        experts = sum(k * size for k, size in zip(expert_counts, self.expert_params, strict=True))
+        return 2.0 * (self.dense_params + experts)
+
+    def attention_flops(self, new_tokens: int, past_tokens: int) -> float:
+        """Attention score/value FLOPs for ``new_tokens`` appended after ``past_tokens``."""
+        attended = new_tokens * past_tokens + new_tokens * (new_tokens + 1) / 2
+        return 2.0 * (self.qk_width + self.v_width) * attended * self.attention_layers
+
+    def forward_flops(self, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> float:
+        return new_tokens * self.matmul_flops_per_token(expert_counts) + self.attention_flops(new_tokens, past_tokens)
+
+    def expert_tokens(self, tokens: int, expert_counts: Sequence[int]) -> tuple[int, int]:
+        """(routed, shared) expert-token products for ``tokens`` tokens through every MoE layer."""
+        return tokens * sum(expert_counts), tokens * self.shared_experts * len(expert_counts)
+
+
+@dataclass
+class Cost:
+    """Accumulated cost of one request (or a whole run, by summing requests)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    verifier_tokens: int = 0
+    routed_expert_tokens: int = 0
+    shared_expert_tokens: int = 0
+    flops: float = 0.0
+    extra_forward_tokens: int = 0  # rerouting: tokens of the optimisation forward passes
+    extra_backward_tokens: int = 0
+    extra_flops: float = 0.0  # rerouting: optimisation forward + backward
+
+    def add_forward(
+        self, model: CostModel, new_tokens: int, past_tokens: int, expert_counts: Sequence[int], generated: bool
+    ) -> None:
+        """Account a forward over ``new_tokens`` (prompt or generated) after ``past_tokens`` cached."""
+        if generated:
+            self.generated_tokens += new_tokens
+        else:
+            self.prompt_tokens += new_tokens
+        routed, shared = model.expert_tokens(new_tokens, expert_counts)
+        self.routed_expert_tokens += routed
+        self.shared_expert_tokens += shared
+        self.flops += model.forward_flops(new_tokens, past_tokens, expert_counts)
+
+    def add(self, other: Cost) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class RunTotals:
+    """Run-level totals reported in ``get_model_info()``."""
+
+    requests: int = 0
+    cost: Cost = field(default_factory=Cost)
+
+    def add(self, cost: Cost) -> None:
+        self.requests += 1
+        self.cost.add(cost)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"requests": self.requests, **self.cost.as_dict()}

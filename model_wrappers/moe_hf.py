@@ -1,0 +1,113 @@
+"""``moe_hf``: lm-eval's HF model with a run-time expert count and per-request cost accounting.
+
+Generation goes through ``transformers.generate`` like ``--model hf`` (every generation kwarg works);
+what changes is that the routers follow ``expert_count``, that a request may carry its own
+``expert_count`` in its ``gen_kwargs``, and that every response carries its cost (tokens,
+expert-token products, FLOPs) for the task metrics and the run totals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from tqdm import tqdm
+
+from lm_eval_moe.cost import Cost
+from lm_eval_moe.model_wrappers.args import parse_expert_count
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase
+from lm_eval_moe.response import MoEResponse
+
+
+def count_generated_tokens(
+    tokens: Sequence[int], eos_ids: set[int], stops: Sequence[str], decode: Callable[[Sequence[int]], str]
+) -> int:
+    """Tokens a row really generated before it finished: through its first EOS, or through the token
+    that completed a stop string (``generate`` pads finished rows until the whole batch is done)."""
+    end = len(tokens)
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            end = position + 1
+            break
+    stops = [s for s in stops if s]
+    if not stops or not any(s in decode(tokens[:end]) for s in stops):
+        return end
+    low, high = 1, end  # smallest prefix whose text contains a stop string (containment is monotone)
+    while low < high:
+        middle = (low + high) // 2
+        if any(s in decode(tokens[:middle]) for s in stops):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+class MoEHFLM(MoEHFLMBase):
+    """``--model moe_hf``: see the module docstring and README for the model args."""
+
+    model_name = "moe_hf"
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.eot_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(configured)
+        return ids
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        results: list[str] = []
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_hf generate_until")
+        batch_size = self.batch_size if self.batch_size != "auto" else self._detect_batch_size()
+        ordered = Collator(
+            [req.args for req in requests],
+            sort_fn=lambda req: (-len(self.tok_encode(req[0])), req[0]),
+            group_by="gen_kwargs",
+            group_fn=lambda req: req[1],
+        )
+        eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        eos_ids = self._eos_ids()
+        for chunk in ordered.get_batched(n=batch_size):
+            contexts, all_gen_kwargs = zip(*chunk, strict=True)
+            gen_kwargs = dict(all_gen_kwargs[0])
+            request_counts = parse_expert_count(gen_kwargs.pop("expert_count", None))
+            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            max_ctx_len = self.max_length - max_gen_toks
+            if max_ctx_len <= 0:
+                raise ValueError(
+                    f"max_gen_toks={max_gen_toks} leaves no room for the prompt in max_length={self.max_length}"
+                )
+            context_enc, attn_masks = self.tok_batch_encode(
+                list(contexts), left_truncate_len=max_ctx_len, truncation=self.truncation
+            )
+            context_enc = context_enc.to(self.device)
+            attn_masks = attn_masks.to(self.device)
+            counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
+            with self.moe.settings(expert_count=counts):
+                output = self._model_generate(
+                    context=context_enc,
+                    attention_mask=attn_masks,
+                    stop=until,
+                    max_length=context_enc.shape[1] + max_gen_toks,
+                    **kwargs,
+                )
+            prompt_lengths = attn_masks.sum(dim=1).tolist()
+            for row, (tokens, context) in enumerate(zip(output[:, context_enc.shape[1] :].tolist(), contexts)):
+                generated = count_generated_tokens(tokens, eos_ids, until, self.tok_decode)
+                cost = Cost()
+                cost.add_forward(self.cost_model, int(prompt_lengths[row]), 0, counts, generated=False)
+                cost.add_forward(self.cost_model, generated, int(prompt_lengths[row]), counts, generated=True)
+                self.totals.add(cost)
+                think_end = self.think_end_token if isinstance(self.think_end_token, str) else None
+                text = postprocess_generated_text(self.tok_decode(tokens), until, think_end)
+                response = MoEResponse(text, {"cost": cost.as_dict(), "expert_count": counts})
+                results.append(response)
+                self.cache_hook.add_partial("generate_until", (context, all_gen_kwargs[0]), response)
+                progress.update(1)
+        progress.close()
+        return ordered.get_original(results)

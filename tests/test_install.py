@@ -1,0 +1,97 @@
+"""The stock ``lm_eval`` CLI finds our models and tasks after ``pip install .`` / ``pip install -e .``."""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _python_check(python: str, code: str) -> str:
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, env=_env(), cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+RESOLVE = (
+    "from lm_eval.api.registry import get_model;"
+    "print(get_model('moe_hf').__name__, get_model('hf').__name__, get_model('dummy').__name__)"
+)
+
+
+def _cli_run(python: str, model_dir: Path, task_dir: Path, out_dir: Path) -> dict:
+    command = [
+        python, "-m", "lm_eval", "--model", "moe_hf",
+        "--model_args", f"pretrained={model_dir},expert_count=2", "--device", "cpu",
+        "--tasks", "moe_test_echo", "--include_path", str(task_dir),
+        "--limit", "2", "--output_path", str(out_dir),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd="/")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (results_file,) = out_dir.rglob("results_*.json")
+    return json.loads(results_file.read_text())
+
+
+def test_models_resolve_in_this_environment():
+    assert _python_check(sys.executable, RESOLVE).split() == ["MoEHFLM", "HFLM", "DummyLM"]
+
+
+def test_hook_costs_little_at_interpreter_start():
+    """The .pth hook must not import lm_eval or torch on every Python start."""
+    out = _python_check(sys.executable, "import sys; print('lm_eval' in sys.modules, 'torch' in sys.modules)")
+    assert out.split() == ["False", "False"]
+    start = time.perf_counter()
+    for _ in range(5):
+        _python_check(sys.executable, "pass")
+    per_start = (time.perf_counter() - start) / 5
+    assert per_start < 1.0  # a .pth that imported lm_eval eagerly would cost seconds on this machine
+
+
+def test_packaged_tasks_are_visible_without_include_path():
+    code = (
+        "from lm_eval.tasks import TaskManager;"
+        "from lm_eval_moe._lm_eval_hook import tasks_dir;"
+        "tm = TaskManager.__init__; print(getattr(tm, '_lm_eval_moe_wrapped', False), tasks_dir() is not None)"
+    )
+    assert _python_check(sys.executable, code).split() == ["True", "True"]
+
+
+def test_stock_cli_runs_moe_hf(tiny_model_dir, tiny_task_dir, tmp_path):
+    results = _cli_run(sys.executable, tiny_model_dir, tiny_task_dir, tmp_path / "out")
+    assert results["config"]["lm_eval_moe"]["expert_count"] == [2, 2]
+    assert "exact_match,none" in results["results"]["moe_test_echo"]
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
+def test_fresh_venv_install_then_stock_cli(editable, tiny_model_dir, tiny_task_dir, tmp_path):
+    """A new venv gets only our package (dependencies come from this env's site-packages through a
+    path file, to keep the test offline and fast); the .pth hook must do the rest."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    site = _python_check(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    Path(site, "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # this env's pip and setuptools drive the install into the new interpreter, offline
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation",
+               "--no-index", "-q"]
+    install += ["-e", str(REPO)] if editable else [str(REPO)]
+    result = subprocess.run(install, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Path(site, "lm_eval_moe.pth").is_file()
+    located = _python_check(python, "import lm_eval_moe, os; print(os.path.dirname(lm_eval_moe.__file__))").strip()
+    assert (Path(located) == REPO / "lm_eval_moe") is editable
+    assert _python_check(python, RESOLVE).split() == ["MoEHFLM", "HFLM", "DummyLM"]
+    results = _cli_run(python, tiny_model_dir, tiny_task_dir, tmp_path / "out")
+    assert results["config"]["lm_eval_moe"]["family"] == "OLMoE"
