@@ -1,0 +1,74 @@
+"""Per-benchmark answer checkers: response text + gold -> :class:`Verdict`.
+
+A checker extracts the answer the response gives (last box, fallbacks) and compares it with the gold
+answer under the benchmark's rule; the answer key it returns is what majority voting groups by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lm_eval_moe.scoring.equivalence import aime_integer, math_equal, normalize_latex, numbers_equal, parse_number
+from lm_eval_moe.scoring.extract import extract_choice, extract_math_answer
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    answer: str | None  # the extracted answer
+    key: str | None  # canonical form for majority voting (None: no answer)
+    method: str  # how the answer was extracted
+
+
+def _numeric_key(answer: str) -> str | None:
+    value = parse_number(answer)
+    return None if value is None else str(value)
+
+
+def check_math(response: str, gold: str) -> Verdict:
+    extracted = extract_math_answer(response)
+    if extracted.answer is None:
+        return Verdict(False, None, None, extracted.method)
+    key = _numeric_key(extracted.answer) or normalize_latex(extracted.answer)
+    return Verdict(math_equal(gold, extracted.answer), extracted.answer, key, extracted.method)
+
+
+def check_numeric(response: str, gold: str) -> Verdict:
+    extracted = extract_math_answer(response)
+    gold_value = parse_number(gold)
+    if gold_value is None:
+        raise ValueError(f"gold answer {gold!r} is not a number")
+    if extracted.answer is None:
+        return Verdict(False, None, None, extracted.method)
+    value = parse_number(extracted.answer)
+    key = None if value is None else str(value)
+    return Verdict(value is not None and numbers_equal(gold_value, value), extracted.answer, key, extracted.method)
+
+
+def check_aime(response: str, gold: str) -> Verdict:
+    extracted = extract_math_answer(response)
+    gold_value = aime_integer(str(gold))
+    if gold_value is None:
+        raise ValueError(f"AIME gold answer {gold!r} is not an integer 0..999")
+    if extracted.answer is None:
+        return Verdict(False, None, None, extracted.method)
+    value = aime_integer(extracted.answer)
+    key = None if value is None else str(value)
+    return Verdict(value == gold_value, extracted.answer, key, extracted.method)
+
+
+def choice_checker(num_choices: int) -> Callable[[str, str], Verdict]:
+    def check_choice(response: str, gold: str) -> Verdict:
+        extracted = extract_choice(response, num_choices)
+        return Verdict(extracted.answer == gold, extracted.answer, extracted.answer, extracted.method)
+
+    return check_choice
+
+
+CHECKERS: dict[str, Callable[[str, str], Verdict]] = {
+    "math": check_math,
+    "numeric": check_numeric,
+    "aime": check_aime,
+    "choice4": choice_checker(4),
+}
