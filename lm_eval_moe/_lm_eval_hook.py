@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: Every model name this package adds to lm-eval, in one place.
 MODEL_TARGETS: dict[str, str] = {
     "moe_hf": "lm_eval_moe.model_wrappers.moe_hf:MoEHFLM",
+    "moe_search": "lm_eval_moe.model_wrappers.moe_search:MoESearchLM",
+    "moe_des": "lm_eval_moe.model_wrappers.moe_search:MoEDESLM",
 }
 
 _REGISTRY_MODULE = "lm_eval.api.registry"

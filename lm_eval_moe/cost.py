@@ -90,10 +90,16 @@ class CostModel:
 
 @dataclass
 class Cost:
-    """Accumulated cost of one request (or a whole run, by summing requests)."""
+    """Accumulated cost of one request (or a whole run, by summing requests).
+
+    Token counters count each token once, where it is first processed (prompt) or generated;
+    ``reprocessed_tokens`` are tokens read again because no cache held them (search without cache
+    reuse, or a hybrid model). Compute (expert-token products, FLOPs) covers every processed token.
+    """
 
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    reprocessed_tokens: int = 0
     verifier_tokens: int = 0
     routed_expert_tokens: int = 0
     shared_expert_tokens: int = 0
@@ -102,14 +108,8 @@ class Cost:
     extra_backward_tokens: int = 0
     extra_flops: float = 0.0  # rerouting: optimisation forward + backward
 
-    def add_forward(
-        self, model: CostModel, new_tokens: int, past_tokens: int, expert_counts: Sequence[int], generated: bool
-    ) -> None:
-        """Account a forward over ``new_tokens`` (prompt or generated) after ``past_tokens`` cached."""
-        if generated:
-            self.generated_tokens += new_tokens
-        else:
-            self.prompt_tokens += new_tokens
+    def add_forward(self, model: CostModel, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> None:
+        """Account the compute of ``new_tokens`` processed after ``past_tokens`` cached ones."""
         routed, shared = model.expert_tokens(new_tokens, expert_counts)
         self.routed_expert_tokens += routed
         self.shared_expert_tokens += shared

@@ -35,13 +35,13 @@ TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "ernie4_5_moe": dict(
         moe_num_experts=8, moe_k=2, moe_intermediate_size=32, moe_layer_start_index=0, moe_num_shared_experts=0
     ),
-    "deepseek_v2": dict(
-        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+    "deepseek_v2": dict(  # MLA: as many key/value heads as attention heads, as in the real checkpoints
+        num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
         first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
         v_head_dim=16, topk_method="greedy",
     ),
-    "deepseek_v3": dict(
-        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+    "deepseek_v3": dict(  # MLA: as many key/value heads as attention heads, as in the real checkpoints
+        num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
         first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
         v_head_dim=16, n_group=2, topk_group=1,
     ),
@@ -49,8 +49,8 @@ TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
         first_k_dense_replace=0, head_dim=16, n_group=1, topk_group=1,
     ),
-    "glm4_moe_lite": dict(
-        n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+    "glm4_moe_lite": dict(  # MLA: as many key/value heads as attention heads, as in the real checkpoints
+        num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
         first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
         v_head_dim=16, n_group=1, topk_group=1,
     ),
@@ -105,6 +105,43 @@ def byte_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+QWEN_PRM_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def save_tiny_prm(directory: str | Path, kind: str = "qwen_prm", seed: int = 0) -> Path:
+    """A tiny random-weight PRM with the special tokens and chat template of its format:
+    ``qwen_prm`` (2-label token classifier, ``<extra_0>``, ChatML) or ``rlhflow_prm`` (causal LM,
+    Llama-3 style template)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForTokenClassification
+
+    directory = Path(directory)
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
+                 eos_token_id=EOS_ID)
+    torch.manual_seed(seed)
+    if kind == "qwen_prm":
+        tokenizer = byte_tokenizer(("<extra_0>", "<|im_start|>", "<|im_end|>"))
+        tokenizer.chat_template = QWEN_PRM_TEMPLATE
+        model = Qwen2ForTokenClassification(Qwen2Config(vocab_size=len(tokenizer), num_labels=2, **shape))
+    elif kind == "rlhflow_prm":
+        tokenizer = byte_tokenizer(("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **shape))
+    else:
+        raise ValueError(f"unknown PRM kind {kind!r}: expected qwen_prm or rlhflow_prm")
+    model.eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def tiny_config(model_type: str = "olmoe", vocab_size: int | None = None, **overrides: Any):

@@ -99,9 +99,10 @@ class MoEHFLM(MoEHFLMBase):
             prompt_lengths = attn_masks.sum(dim=1).tolist()
             for row, (tokens, context) in enumerate(zip(output[:, context_enc.shape[1] :].tolist(), contexts)):
                 generated = count_generated_tokens(tokens, eos_ids, until, self.tok_decode)
-                cost = Cost()
-                cost.add_forward(self.cost_model, int(prompt_lengths[row]), 0, counts, generated=False)
-                cost.add_forward(self.cost_model, generated, int(prompt_lengths[row]), counts, generated=True)
+                prompt_length = int(prompt_lengths[row])
+                cost = Cost(prompt_tokens=prompt_length, generated_tokens=generated)
+                # the model processes the prompt and every generated token but the last (sampled, never fed)
+                cost.add_forward(self.cost_model, prompt_length + max(generated - 1, 0), 0, counts)
                 self.totals.add(cost)
                 think_end = self.think_end_token if isinstance(self.think_end_token, str) else None
                 text = postprocess_generated_text(self.tok_decode(tokens), until, think_end)

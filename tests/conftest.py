@@ -65,3 +65,17 @@ def tiny_task_dir(tmp_path_factory) -> pathlib.Path:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "moe_test_echo.yaml").write_text(TINY_TASK_YAML.format(data=data))
     return folder
+
+
+@pytest.fixture(scope="session")
+def qwen_prm_dir(tmp_path_factory) -> pathlib.Path:
+    from lm_eval_moe.testing import save_tiny_prm
+
+    return save_tiny_prm(tmp_path_factory.mktemp("qwen_prm"), "qwen_prm", seed=1)
+
+
+@pytest.fixture(scope="session")
+def rlhflow_prm_dir(tmp_path_factory) -> pathlib.Path:
+    from lm_eval_moe.testing import save_tiny_prm
+
+    return save_tiny_prm(tmp_path_factory.mktemp("rlhflow_prm"), "rlhflow_prm", seed=2)

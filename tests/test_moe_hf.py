@@ -33,8 +33,9 @@ def test_responses_carry_cost_and_totals_add_up(lm, tiny_task_dir):
     totals = info["totals"]
     assert totals["requests"] == 4
     assert 0 < totals["generated_tokens"] <= 4 * 8
-    # routed expert-tokens = (prompt + generated) tokens x k x layers
-    assert totals["routed_expert_tokens"] == (totals["prompt_tokens"] + totals["generated_tokens"]) * 2 * 2
+    # routed expert-tokens = processed tokens (prompt + generated - the last, never fed) x k x layers
+    processed = totals["prompt_tokens"] + totals["generated_tokens"] - totals["requests"]
+    assert totals["routed_expert_tokens"] == processed * 2 * 2
 
 
 def _greedy_reference(lm, prompt, max_new, stop):
@@ -60,7 +61,7 @@ def test_generated_token_count_matches_an_independent_greedy_loop(lm, prompt):
     reference = _greedy_reference(lm, prompt, 8, "\n")
     assert response.meta["cost"]["generated_tokens"] == len(reference)
     assert response.meta["cost"]["prompt_tokens"] == len(lm.tok_encode(prompt))
-    expected_flops = lm.cost_model.forward_flops(len(lm.tok_encode(prompt)) + len(reference), 0, [2, 2])
+    expected_flops = lm.cost_model.forward_flops(len(lm.tok_encode(prompt)) + len(reference) - 1, 0, [2, 2])
     assert response.meta["cost"]["flops"] == pytest.approx(expected_flops)
 
 

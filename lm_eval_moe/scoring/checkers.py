@@ -21,7 +21,7 @@ class Verdict:
     method: str  # how the answer was extracted
 
 
-def _numeric_key(answer: str) -> str | None:
+def numeric_key(answer: str) -> str | None:
     value = parse_number(answer)
     return None if value is None else str(value)
 
@@ -30,7 +30,7 @@ def check_math(response: str, gold: str) -> Verdict:
     extracted = extract_math_answer(response)
     if extracted.answer is None:
         return Verdict(False, None, None, extracted.method)
-    key = _numeric_key(extracted.answer) or normalize_latex(extracted.answer)
+    key = numeric_key(extracted.answer) or normalize_latex(extracted.answer)
     return Verdict(math_equal(gold, extracted.answer), extracted.answer, key, extracted.method)
 
 

@@ -1,0 +1,306 @@
+"""Advance a batch of partial solutions by one step, each with its own expert count.
+
+:class:`StepEngine` keeps ONE batched KV cache whose rows are the current frontier (the children of
+the last :meth:`StepEngine.expand`). Expanding a node that is in the frontier continues from its
+cached prefix; expanding it several times forks its row (``index_select`` with repeats); a node not
+in the frontier (a root, or anything after a cache reset) is prefilled once per expert count.
+
+Rows finish a step at different times. A finished row keeps receiving a masked filler token until
+the whole batch is done, so the cache holds "holes": attention-mask zeros with explicit position ids,
+which pure-attention models treat exactly as if the hole were absent (checked: 1e-7). Columns masked
+in every row are dropped after each expansion. Caches with recurrent or sliding-window state
+(Mamba, linear attention, conv layers, sliding windows) cannot hold holes: for those models the
+engine re-reads every prefix instead (``cache_mode="reread"``, also selectable for comparison).
+
+Costs are accounted per problem where the work is done: prompt tokens per prefill, generated tokens
+when sampled (once, however many children share them), re-read tokens separately, and expert-token
+products and FLOPs for every token a row really processes (filler tokens are not charged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from lm_eval_moe.cost import Cost, CostModel
+from lm_eval_moe.generation.nodes import Expansion, Node
+from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
+from lm_eval_moe.moe import DynamicMoE
+
+logger = logging.getLogger(__name__)
+
+CacheMode = Literal["auto", "reuse", "reread"]
+PromptExpertCount = Literal["path", "default"]
+_STOP_WINDOW = 8  # tokens decoded to look for the step delimiter
+
+
+class StepEngine:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        moe: DynamicMoE,
+        cost_model: CostModel,
+        sampling: SamplingConfig,
+        delimiter: str = "\n\n",
+        cache_mode: CacheMode = "auto",
+        prompt_expert_count: PromptExpertCount = "path",
+    ) -> None:
+        if cache_mode not in ("auto", "reuse", "reread"):
+            raise ValueError(f"cache_mode={cache_mode!r}: expected auto, reuse or reread")
+        if prompt_expert_count not in ("path", "default"):
+            raise ValueError(f"prompt_expert_count={prompt_expert_count!r}: expected path or default")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.moe = moe
+        self.cost_model = cost_model
+        self.sampling = sampling
+        self.delimiter = delimiter
+        self.cache_mode = cache_mode
+        self.prompt_expert_count = prompt_expert_count
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = self._eos_ids()
+        self.costs: dict[int, Cost] = defaultdict(Cost)
+        self.stop_strings: dict[int, tuple[str, ...]] = {}  # per problem: text that ends a candidate
+        self.forward_calls = 0
+        self.filler_token_slots = 0  # row-steps spent on masked filler tokens (batching overhead)
+        self.reset_cache()
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        return ids
+
+    def reset_cache(self) -> None:
+        self._cache: DynamicCache | None = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self._pending = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._rows: dict[tuple[int, tuple[int, ...]], int] = {}
+
+    def reset(self) -> None:
+        """Forget the frontier and the accumulated costs (between batches of problems)."""
+        self.reset_cache()
+        self.costs = defaultdict(Cost)
+        self.stop_strings = {}
+
+    @property
+    def reuses_cache(self) -> bool:
+        return self.cache_mode == "reuse"
+
+    # ------------------------------------------------------------------ cache plumbing
+    def _prefix_key(self, expansion: Expansion) -> tuple[int, tuple[int, ...]]:
+        node = expansion.parent
+        if node.parent is None and self.prompt_expert_count == "default":
+            return node.id, tuple(self.moe.default_expert_counts)
+        return node.id, expansion.expert_count or node.expert_count
+
+    def _prefill(self, items: list[tuple[Node, tuple[int, ...]]]) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
+        """Process every token but the last of each node (under its prefix k); the last is pending."""
+        sequences = [list(node.prompt_ids) + list(node.token_ids) for node, _ in items]
+        length = max(len(s) - 1 for s in sequences)
+        ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(items), length, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            body = sequence[:-1]
+            if body:
+                ids[row, length - len(body) :] = torch.tensor(body)
+                mask[row, length - len(body) :] = 1
+        pending = torch.tensor([s[-1] for s in sequences], dtype=torch.long, device=self.device)
+        mask = mask.to(self.device)
+        for (node, counts), sequence in zip(items, sequences):
+            cost = self.costs[node.problem]
+            if node.parent is None:
+                cost.prompt_tokens += len(sequence)
+            else:
+                cost.reprocessed_tokens += len(sequence) - 1
+            cost.add_forward(self.cost_model, len(sequence) - 1, 0, counts)
+        if length == 0:
+            return None, mask, pending
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        with torch.no_grad(), self.moe.settings(row_expert_counts=[counts for _, counts in items]):
+            out = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, use_cache=True
+            )
+        self.forward_calls += 1
+        cache = out.past_key_values
+        if self.cache_mode == "auto":
+            positional = all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+            self.cache_mode = "reuse" if positional else "reread"
+            logger.info(
+                "step engine: %s (%s)",
+                "continuing from cached prefixes" if positional else "re-reading prefixes every step",
+                "pure attention KV cache" if positional else "the cache holds recurrent or sliding-window state",
+            )
+        return cache, mask, pending
+
+    @staticmethod
+    def _left_pad(cache: DynamicCache | None, mask: torch.Tensor, width: int, like: DynamicCache | None):
+        missing = width - mask.shape[1]
+        if missing == 0:
+            return cache, mask
+        mask = torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1)
+        if cache is None:
+            if like is None:
+                return None, mask
+            cache = DynamicCache()
+            for index, layer in enumerate(like.layers):
+                shape_k = (mask.shape[0], *layer.keys.shape[1:2], 0, layer.keys.shape[-1])
+                shape_v = (mask.shape[0], *layer.values.shape[1:2], 0, layer.values.shape[-1])
+                cache.update(layer.keys.new_zeros(shape_k), layer.values.new_zeros(shape_v), index)
+        for layer in cache.layers:
+            k_pad = layer.keys.new_zeros(*layer.keys.shape[:2], missing, layer.keys.shape[-1])
+            v_pad = layer.values.new_zeros(*layer.values.shape[:2], missing, layer.values.shape[-1])
+            layer.keys = torch.cat([k_pad, layer.keys], dim=2)
+            layer.values = torch.cat([v_pad, layer.values], dim=2)
+        return cache, mask
+
+    def _assemble(self, expansions: Sequence[Expansion]) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
+        """The batch cache for ``expansions``: frontier rows forked, missing prefixes prefilled."""
+        if not self.reuses_cache:
+            self.reset_cache()
+        keys = [self._prefix_key(e) for e in expansions]
+        missing: dict[tuple[int, tuple[int, ...]], Node] = {}
+        for key, expansion in zip(keys, expansions):
+            if key not in self._rows:
+                missing.setdefault(key, expansion.parent)
+        old_cache, old_mask, old_pending = self._cache, self._mask, self._pending
+        row_of = dict(self._rows)
+        if missing:
+            new_cache, new_mask, new_pending = self._prefill([(node, key[1]) for key, node in missing.items()])
+            offset = old_mask.shape[0]
+            for index, key in enumerate(missing):
+                row_of[key] = offset + index
+            width = max(old_mask.shape[1], new_mask.shape[1])
+            if old_mask.shape[0] == 0:
+                old_cache, old_mask, old_pending = new_cache, new_mask, new_pending
+                old_cache, old_mask = self._left_pad(old_cache, old_mask, width, None)
+            else:
+                old_cache, old_mask = self._left_pad(old_cache, old_mask, width, new_cache)
+                new_cache, new_mask = self._left_pad(new_cache, new_mask, width, old_cache)
+                if old_cache is not None and new_cache is not None:
+                    for old_layer, new_layer in zip(old_cache.layers, new_cache.layers):
+                        old_layer.keys = torch.cat([old_layer.keys, new_layer.keys], dim=0)
+                        old_layer.values = torch.cat([old_layer.values, new_layer.values], dim=0)
+                old_mask = torch.cat([old_mask, new_mask], dim=0)
+                old_pending = torch.cat([old_pending, new_pending], dim=0)
+        order = torch.tensor([row_of[key] for key in keys], dtype=torch.long, device=self.device)
+        if old_cache is not None:
+            old_cache.reorder_cache(order)  # index_select on the batch: repeated rows fork a prefix
+        return old_cache, old_mask.index_select(0, order), old_pending.index_select(0, order)
+
+    def _compact(self) -> None:
+        if not self.reuses_cache or self._cache is None:
+            return
+        keep = self._mask.sum(dim=0) > 0
+        if bool(keep.all()):
+            return
+        columns = keep.nonzero().squeeze(1)
+        self._mask = self._mask.index_select(1, columns)
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(2, columns)
+            layer.values = layer.values.index_select(2, columns)
+
+    # ------------------------------------------------------------------ stepping
+    def _step_done(self, tokens: list[int]) -> bool:
+        """The new tokens end a step: they contain the delimiter after some non-blank text."""
+        if self.delimiter not in self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True):
+            return False
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return bool(text[: text.rfind(self.delimiter)].strip())
+
+    def _hit_stop(self, parent: Node, tokens: list[int]) -> bool:
+        """The candidate's text now contains one of its problem's stop strings (e.g. a task's
+        ``until``), possibly straddling the step boundary."""
+        stops = self.stop_strings.get(parent.problem)
+        if not stops:
+            return False
+        longest = max(len(s) for s in stops)
+        window = _STOP_WINDOW + longest  # a token is at least one character
+        head = parent.text[-longest:] if len(tokens) <= window else ""
+        tail = head + self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(stop in tail for stop in stops)
+
+    def expand(self, expansions: Sequence[Expansion]) -> list[Node]:
+        """One child per expansion, in order; the children become the new frontier."""
+        if not expansions:
+            return []
+        cache, mask, pending = self._assemble(expansions)
+        counts = [e.expert_count or e.parent.expert_count for e in expansions]
+        batch = len(expansions)
+        generators = [make_generator(e.seed, self.device) for e in expansions]
+        new_tokens: list[list[int]] = [[] for _ in range(batch)]
+        new_logprobs: list[list[float]] = [[] for _ in range(batch)]
+        reasons = [""] * batch
+        active = [True] * batch
+        feed = pending.clone()
+        with torch.no_grad(), self.moe.settings(row_expert_counts=counts):
+            while any(active):
+                column = torch.tensor(active, dtype=torch.long, device=self.device).unsqueeze(1)
+                mask = torch.cat([mask, column], dim=1)
+                positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+                out = self.model(
+                    input_ids=feed.unsqueeze(1), attention_mask=mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True,
+                )
+                self.forward_calls += 1
+                cache = out.past_key_values
+                logits = out.logits[:, -1].float()
+                for row in range(batch):
+                    if not active[row]:
+                        self.filler_token_slots += 1
+                        continue
+                    expansion = expansions[row]
+                    cost = self.costs[expansion.parent.problem]
+                    cost.add_forward(self.cost_model, 1, int(positions[row]), counts[row])
+                    token, logprob = sample_token(logits[row], self.sampling, generators[row])
+                    new_tokens[row].append(token)
+                    new_logprobs[row].append(logprob)
+                    cost.generated_tokens += 1
+                    pending[row] = token
+                    feed[row] = token
+                    if token in self.eos_ids:
+                        active[row], reasons[row] = False, "eos"
+                    elif self._hit_stop(expansion.parent, new_tokens[row]):
+                        active[row], reasons[row] = False, "stop"
+                    elif len(new_tokens[row]) >= expansion.max_new_tokens:
+                        active[row], reasons[row] = False, "length"
+                    elif expansion.stop_at_delimiter and self._step_done(new_tokens[row]):
+                        active[row] = False
+                feed = torch.where(torch.tensor(active, device=self.device), feed, torch.full_like(feed, self.pad_id))
+        children = [
+            self._child(expansion, count, tokens, logprobs, reason)
+            for expansion, count, tokens, logprobs, reason in zip(expansions, counts, new_tokens, new_logprobs, reasons)
+        ]
+        self._cache, self._mask, self._pending = cache, mask, pending
+        self._rows = {(child.id, child.expert_count): row for row, child in enumerate(children)}
+        self._compact()
+        return children
+
+    def _child(
+        self, expansion: Expansion, counts: tuple[int, ...], tokens: list[int], logprobs: list[float], reason: str
+    ) -> Node:
+        parent = expansion.parent
+        token_ids = parent.token_ids + tuple(tokens)
+        finished = reason in ("eos", "stop") or (reason == "length" and expansion.length_finishes)
+        return Node(
+            problem=parent.problem,
+            prompt_ids=parent.prompt_ids,
+            expert_count=counts,
+            token_ids=token_ids,
+            logprobs=parent.logprobs + tuple(logprobs),
+            step_ends=parent.step_ends + (len(token_ids),),
+            text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
+            finished=finished,
+            finish_reason=reason,
+            parent=parent,
+        )

@@ -1,0 +1,54 @@
+"""Token sampling with one random generator per sequence.
+
+Each sequence draws from its own ``torch.Generator`` seeded by the search (problem, step, slot), so a
+sequence's tokens do not depend on which other sequences share its batch: the same search gives the
+same candidates at any batch size, and a problem gets the same seeds on any data-parallel rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: must be >= 0 (0 = off)")
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+    return generator
+
+
+def sample_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> tuple[int, float]:
+    """(token, policy log-probability at temperature 1) from one row of float logits."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    if config.temperature == 0:
+        token = int(torch.argmax(logits))
+        return token, float(log_probs[token])
+    scaled = logits / config.temperature
+    if config.top_k:
+        threshold = torch.topk(scaled, min(config.top_k, scaled.numel())).values[-1]
+        scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        drop = cumulative - sorted_probs > config.top_p  # keep the smallest prefix reaching top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    token = int(torch.multinomial(probs, 1, generator=generator))
+    return token, float(log_probs[token])

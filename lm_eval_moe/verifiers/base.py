@@ -1,0 +1,51 @@
+"""Verifier interface, step splitting and score aggregation (METHODS.md section 4).
+
+A verifier scores each step of each candidate solution: ``score(questions, step_lists)`` returns one
+:class:`StepScores` per candidate (per-step scores in [0, 1] and the verifier tokens it processed).
+Steps are the candidate text split on the step delimiter, with the trailing delimiter stripped and
+empty steps dropped, so a text ending in "\\n\\n" is not scored on an empty last step (a known flaw
+of huggingface/search-and-learn we do not copy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+Aggregation = Literal["last", "min", "prod", "mean"]
+AGGREGATIONS: tuple[str, ...] = ("last", "min", "prod", "mean")
+
+
+@dataclass(frozen=True)
+class StepScores:
+    scores: tuple[float, ...]
+    tokens: int  # verifier input tokens spent on this candidate
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    name: str
+
+    def score(self, questions: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[StepScores]: ...
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """Non-empty steps of ``text`` (surrounding whitespace kept inside a step, blank steps dropped)."""
+    return [step for step in text.split(delimiter) if step.strip()]
+
+
+def aggregate(scores: Sequence[float], how: Aggregation) -> float:
+    """One number per candidate from its per-step scores; 0.0 for a candidate with no step."""
+    if not scores:
+        return 0.0
+    if how == "last":
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "prod":
+        return float(math.prod(scores))
+    if how == "mean":
+        return float(sum(scores) / len(scores))
+    raise ValueError(f"aggregation={how!r}: expected one of {', '.join(AGGREGATIONS)}")

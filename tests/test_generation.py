@@ -1,0 +1,100 @@
+"""The step engine against plain transformers generation."""
+
+import pytest
+import torch
+
+from lm_eval_moe.cost import CostModel
+from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
+from lm_eval_moe.moe import attach
+from lm_eval_moe.testing import byte_tokenizer, tiny_moe
+
+PROMPTS = ["Q: 1+2\nA:", "Hello there, how are", "xyz"]
+
+
+@pytest.fixture(scope="module", params=["olmoe", "deepseek_v3", "qwen2_moe"])
+def policy(request):
+    model = tiny_moe(request.param, seed=1)
+    moe = attach(model)
+    return model, byte_tokenizer(), moe, CostModel.from_model(model, moe)
+
+
+def make_engine(policy, cache_mode="auto", delimiter="\n\n", temperature=0.0):
+    model, tok, moe, cost_model = policy
+    return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=temperature), delimiter=delimiter,
+                      cache_mode=cache_mode)
+
+
+def hf_greedy(policy, prompt, k, new_tokens):
+    model, tok, moe, _ = policy
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad(), moe.settings(expert_count=k):
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=0, eos_token_id=None)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("cache_mode", ["reuse", "reread"])
+def test_two_steps_with_mixed_k_equal_greedy_generation_per_k(policy, cache_mode):
+    tok = policy[1]
+    engine = make_engine(policy, cache_mode, delimiter="\x00never")
+    roots = [root_node(i, tuple(tok.encode(p)), (2, 2)) for i, p in enumerate(PROMPTS)]
+    counts = [(2, 2), (4, 4), (8, 8)]
+    first = engine.expand([Expansion(r, i, 5, expert_count=k) for i, (r, k) in enumerate(zip(roots, counts))])
+    # fork the first child twice and continue the third: inheritance of k, cache rows duplicated
+    second = engine.expand([Expansion(first[0], 1, 7), Expansion(first[0], 2, 7), Expansion(first[2], 3, 7)])
+    assert second[0].token_ids == second[1].token_ids == tuple(hf_greedy(policy, PROMPTS[0], 2, 12))
+    assert second[2].token_ids == tuple(hf_greedy(policy, PROMPTS[2], 8, 12))
+    assert second[2].expert_count == (8, 8) and second[2].step_ends == (5, 12)
+
+
+def test_a_step_ends_at_the_delimiter(policy):
+    tok = policy[1]
+    reference = hf_greedy(policy, PROMPTS[1], 2, 12)
+    printable = [i for i in range(1, 12) if len(tok.decode([reference[i]])) == 1 and tok.decode([reference[i]]).isalnum()]
+    if not printable:
+        pytest.skip("greedy continuation has no single printable character to use as a delimiter")
+    position = printable[0]
+    delimiter = tok.decode([reference[position]])
+    stop_at = min(i for i in range(12) if delimiter in tok.decode(reference[: i + 1]) and
+                  tok.decode(reference[: i + 1])[: tok.decode(reference[: i + 1]).rfind(delimiter)].strip())
+    engine = make_engine(policy, delimiter=delimiter)
+    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[1])), (2, 2)), 0, 12)])
+    assert child.token_ids == tuple(reference[: stop_at + 1]) and not child.finished
+
+
+def test_eos_and_stop_strings_finish_a_candidate(policy):
+    tok = policy[1]
+    reference = hf_greedy(policy, PROMPTS[0], 2, 10)
+    engine = make_engine(policy, delimiter="\x00never")
+    engine.eos_ids = {reference[3]}
+    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)])
+    assert child.finished and child.finish_reason == "eos" and len(child.token_ids) == reference.index(reference[3]) + 1
+    engine = make_engine(policy, delimiter="\x00never")
+    text = tok.decode(reference[:6])
+    engine.stop_strings = {0: (text[-1],)} if text[-1].strip() else {0: (text[-2:],)}
+    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)])
+    assert child.finished and child.finish_reason == "stop" and len(child.token_ids) <= 6
+
+
+def test_sampling_depends_only_on_the_seed(policy):
+    tok = policy[1]
+    engine = make_engine(policy, temperature=1.0, delimiter="\x00never")
+    root = root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2))
+    other = root_node(1, tuple(tok.encode(PROMPTS[1])), (2, 2))
+    alone = engine.expand([Expansion(root, 42, 8)])[0]
+    engine.reset()
+    batched = engine.expand([Expansion(other, 7, 8, expert_count=(8, 8)), Expansion(root, 42, 8)])[1]
+    different = engine.expand([Expansion(root, 43, 8)])[0]
+    assert alone.token_ids == batched.token_ids != different.token_ids
+
+
+def test_hybrid_caches_fall_back_to_rereading():
+    model = tiny_moe("lfm2_moe", seed=1)
+    moe = attach(model)
+    tok = byte_tokenizer()
+    engine = StepEngine(model, tok, moe, CostModel.from_model(model, moe), SamplingConfig(temperature=0.0),
+                        delimiter="\x00never")
+    first = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 4)])
+    assert engine.cache_mode == "reread"
+    engine.expand([Expansion(first[0], 0, 4)])
+    assert engine.costs[0].reprocessed_tokens > 0

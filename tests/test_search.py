@@ -1,0 +1,192 @@
+"""Search strategies on a tiny random policy and a tiny PRM: structure, invariants, accounting."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from lm_eval_moe.cost import CostModel
+from lm_eval_moe.generation import SamplingConfig, StepEngine
+from lm_eval_moe.moe import attach
+from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
+from lm_eval_moe.search.common import replicate, select_final, Candidate
+from lm_eval_moe.search.driver import run_search
+from lm_eval_moe.testing import byte_tokenizer, tiny_moe
+from lm_eval_moe.verifiers import aggregate, load_verifier
+
+K2 = (2, 2)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    model = tiny_moe("olmoe", seed=1)
+    moe = attach(model)
+    return model, byte_tokenizer(), moe, CostModel.from_model(model, moe)
+
+
+@pytest.fixture(scope="module")
+def verifier(qwen_prm_dir):
+    return load_verifier(str(qwen_prm_dir))
+
+
+def engine(policy, cache_mode="auto", temperature=1.0):
+    model, tok, moe, cost_model = policy
+    # "e" is a frequent byte: random policies end steps often enough for multi-step trees
+    return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=temperature), delimiter="e",
+                      cache_mode=cache_mode)
+
+
+def problems(policy, count=2):
+    tok = policy[1]
+    return [Problem(i, tuple(tok.encode(f"Problem {i}: compute {i}+{i}.")), f"compute {i}+{i}", seed=100 + i,
+                    base_expert_count=K2) for i in range(count)]
+
+
+CONFIG = SearchConfig(budget=8, keep=2, max_steps=4, max_step_tokens=6, max_tokens=30)
+
+
+def texts(outcome):
+    return [(c.text, c.score, c.expert_count) for c in outcome.result.candidates]
+
+
+def test_des_with_the_default_k_is_beam_search(policy, verifier):
+    des = run_search(STRATEGIES["des"], problems(policy), dataclasses.replace(CONFIG, expert_counts=(K2,)),
+                     engine(policy), verifier)
+    beam = run_search(STRATEGIES["beam"], problems(policy), CONFIG, engine(policy), verifier)
+    for a, b in zip(des, beam):
+        assert texts(a) and texts(a) == texts(b)
+        assert a.result.selected == b.result.selected
+        assert a.cost.generated_tokens == b.cost.generated_tokens
+
+
+def test_des_splits_the_budget_over_k_and_paths_inherit_their_k(policy, verifier):
+    counts = ((1, 1), (2, 2), (4, 4), (8, 8))
+    config = dataclasses.replace(CONFIG, expert_counts=counts)
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    first = [n for n in outcome.nodes if n.depth == 1]
+    assert len(first) == 8 and sorted(n.expert_count for n in first) == sorted(c for c in counts for _ in range(2))
+    for node in outcome.nodes:
+        ancestor = node
+        while ancestor.depth > 1:
+            ancestor = ancestor.parent
+            assert ancestor.expert_count == node.expert_count
+    assert outcome.result.steps[0]["expert_count_mean"] == pytest.approx(sum(c[0] for c in counts) / 4)
+    assert {c.expert_count for c in outcome.result.candidates} <= set(counts)
+
+
+def test_top_m_keeps_the_best_live_candidates(policy, verifier):
+    config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    by_depth = {}
+    for node in outcome.nodes:
+        by_depth.setdefault(node.depth, []).append(node)
+    for step in outcome.result.steps[:-1]:
+        nodes = by_depth[step["step"] + 1]
+        live = [i for i, n in enumerate(nodes) if not n.finished]
+        best = sorted(live, key=lambda i: (-step["scores"][i], i))[: config.keep]
+        assert sorted(step["kept"]) == sorted(best)
+        next_parents = {n.parent.id for n in by_depth.get(step["step"] + 2, [])}
+        assert next_parents <= {nodes[i].id for i in step["kept"]}
+
+
+def test_rounding_and_refill_options(policy, verifier):
+    assert [n for n in replicate(["a", "b", "c"], 7)] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert replicate(["a", "b", "c"], 7, "floor") == ["a", "b", "c", "a", "b", "c"]
+    config = dataclasses.replace(CONFIG, budget=7, keep=2, expert_counts=((1, 1), (4, 4)), rounding="floor")
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    assert outcome.result.steps[0]["expanded"] == 6
+    config = dataclasses.replace(config, rounding="round_robin")
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    assert outcome.result.steps[0]["expanded"] == 7
+
+
+def test_scores_are_the_configured_aggregation(policy, verifier):
+    config = dataclasses.replace(CONFIG, aggregation="min")
+    (outcome,) = run_search(STRATEGIES["best_of_n"], problems(policy, 1), config, engine(policy), verifier)
+    for cand in outcome.result.candidates:
+        assert cand.score == aggregate(cand.step_scores, "min")
+
+
+def test_dvts_returns_only_finished_or_answered_candidates(policy, verifier):
+    (outcome,) = run_search(STRATEGIES["dvts"], problems(policy, 1), CONFIG, engine(policy), verifier)
+    assert outcome.result.candidates
+    for cand in outcome.result.candidates:
+        assert cand.finish_reason in ("eos", "length", "stop", "answer")
+
+
+def test_search_is_deterministic_and_independent_of_batching(policy, verifier):
+    config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (2, 2), (4, 4)))
+    together = run_search(STRATEGIES["des"], problems(policy), config, engine(policy), verifier)
+    again = run_search(STRATEGIES["des"], problems(policy), config, engine(policy), verifier)
+    alone = [run_search(STRATEGIES["des"], [p], config, engine(policy), verifier)[0] for p in problems(policy)]
+    for a, b, c in zip(together, again, alone):
+        assert texts(a) == texts(b) == texts(c)
+
+
+def test_cache_reuse_gives_the_same_search_as_rereading(policy, verifier):
+    config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
+    reuse_engine, reread_engine = engine(policy, "reuse"), engine(policy, "reread")
+    reuse = run_search(STRATEGIES["des"], problems(policy), config, reuse_engine, verifier)
+    reread = run_search(STRATEGIES["des"], problems(policy), config, reread_engine, verifier)
+    for a, b in zip(reuse, reread):
+        assert texts(a) == texts(b)
+        assert a.cost.generated_tokens == b.cost.generated_tokens
+        assert a.cost.reprocessed_tokens == 0 < b.cost.reprocessed_tokens
+    assert reuse_engine.forward_calls < reread_engine.forward_calls
+
+
+def test_token_and_flops_accounting_equals_an_independent_count(policy, verifier):
+    """Recount from the search tree: every generated token once; per expansion the row processes its
+    parent's pending token and all new tokens but the last; each (root, k) prefills the prompt once."""
+    cost_model = policy[3]
+    config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy, "reuse"), verifier)
+    prompt = len(outcome.problem.prompt_ids)
+    generated = flops = routed = 0
+    prefills = {node.root.id: set() for node in outcome.nodes}
+    for node in outcome.nodes:
+        before = len(node.parent.token_ids)
+        new = len(node.token_ids) - before
+        generated += new
+        for i in range(new):
+            past = prompt - 1 + before + i
+            flops += cost_model.forward_flops(1, past, node.expert_count)
+            routed += sum(node.expert_count)
+        if node.parent.parent is None:
+            prefills[node.root.id].add(node.expert_count)
+    for counts in prefills.values():
+        for k in counts:
+            flops += cost_model.forward_flops(prompt - 1, 0, k)
+            routed += (prompt - 1) * sum(k)
+    cost = outcome.cost
+    assert cost.generated_tokens == generated
+    assert cost.prompt_tokens == prompt * sum(len(c) for c in prefills.values())
+    assert cost.routed_expert_tokens == routed
+    assert cost.flops == pytest.approx(flops)
+    expected_verifier = sum(
+        s.tokens for s in verifier.score([outcome.problem.question] * len(outcome.nodes),
+                                         [__import__("lm_eval_moe.verifiers", fromlist=["x"]).split_steps(n.text, "e") for n in outcome.nodes])
+    )
+    assert cost.verifier_tokens == expected_verifier
+
+
+def test_final_rules():
+    cands = [Candidate("a", K2, 0.9, (), "eos", "1"), Candidate("b", K2, 0.2, (), "eos", "2"),
+             Candidate("c", K2, 0.3, (), "eos", "2"), Candidate("d", K2, 0.35, (), "eos", "2")]
+    assert select_final(cands, "prm_best").text == "a"
+    assert select_final(cands, "majority").text == "d"  # answer 2 wins 3:1; its best candidate
+    assert select_final(cands, "weighted").text == "a"  # 0.9 vs 0.85
+    assert select_final([], "majority") is None
+
+
+def test_self_consistency_needs_no_verifier_scores(policy):
+    config = dataclasses.replace(CONFIG, needs_scores=False, final="majority")
+    (outcome,) = run_search(STRATEGIES["self_consistency"], problems(policy, 1), config, engine(policy), None)
+    assert len(outcome.result.candidates) == 8 and outcome.cost.verifier_tokens == 0
+
+
+def test_config_validation_names_the_value():
+    with pytest.raises(ValueError, match="keep=9"):
+        SearchConfig(budget=8, keep=9)
+    with pytest.raises(ValueError, match="final='best'"):
+        SearchConfig(final="best")

@@ -1,0 +1,43 @@
+"""Every search strategy end to end through the stock ``lm_eval`` CLI (tiny policy, tiny PRM)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+STRATEGIES = ["des", "best_of_n", "weighted_best_of_n", "beam", "dvts", "self_consistency"]
+
+
+def _run(model, model_args, tmp_path, shared_data):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               LM_EVAL_MOE_DATA_DIR=str(shared_data))
+    command = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
+               "--tasks", "moe_gsm8k", "--limit", "2", "--gen_kwargs", "max_gen_toks=24", "--log_samples",
+               "--output_path", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (results_file,) = (tmp_path / "out").rglob("results_*.json")
+    (samples_file,) = (tmp_path / "out").rglob("samples_moe_gsm8k_*.jsonl")
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    return json.loads(results_file.read_text()), samples
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_runs_through_the_stock_cli(strategy, tiny_model_dir, qwen_prm_dir, tmp_path, shared_data):
+    verifier = "majority" if strategy == "self_consistency" else str(qwen_prm_dir)
+    model = "moe_des" if strategy == "des" else "moe_search"
+    args = (f"pretrained={tiny_model_dir},verifier={verifier},budget=4,keep=2,max_steps=2,max_step_tokens=6,"
+            f"temperature=1.0,search_batch_size=2")
+    args += ",expert_counts=1-4" if strategy == "des" else f",strategy={strategy}"
+    results, samples = _run(model, args, tmp_path, shared_data)
+    settings = results["config"]["lm_eval_moe"]
+    assert settings["strategy"] == strategy and settings["budget"] == 4
+    if strategy == "des":
+        assert settings["expert_counts"] == [1, 2, 3, 4]
+    metrics = results["results"]["moe_gsm8k"]
+    for name in ("exact_match,none", "pass@k,none", "precision,none", "generated_tokens,none", "flops,none"):
+        assert name in metrics, name
+    assert len(samples) == 2 and all(s["num_candidates"] >= 1 for s in samples)
+    assert settings["totals"]["generated_tokens"] == sum(s["generated_tokens"] for s in samples)
