@@ -1,0 +1,124 @@
+"""Search cost on a tiny random MoE (CPU), three comparisons measured in one run:
+
+(a) one DES expansion round over mixed-k beams in ONE batch vs the same beams grouped by k (one batch
+    per k, each continuing its own cached prefixes);
+(b) a whole DES search continuing from cached prefixes vs re-reading every prefix each step;
+(c) DES vs Best-of-N at the same budget N and a comparable number of generated tokens.
+
+Steps have a fixed length (a delimiter the random policy never emits, ``max_step_tokens`` cap) so that
+every variant does the same generation work; a tiny random PRM scores the candidates.
+
+    python benchmarks/bench_search.py [--budget 16 --steps 4 --step-tokens 24 --problems 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+
+import torch
+
+from lm_eval_moe.cost import CostModel
+from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
+from lm_eval_moe.moe import attach
+from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
+from lm_eval_moe.search.driver import run_search
+from lm_eval_moe.testing import byte_tokenizer, save_tiny_prm, tiny_moe
+from lm_eval_moe.verifiers import load_verifier
+
+NEVER = "\x00\x01never"
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--step-tokens", type=int, default=24)
+    parser.add_argument("--problems", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32, num_experts_per_tok=8,
+                     num_hidden_layers=4)
+    moe = attach(model)
+    tok = byte_tokenizer()
+    cost_model = CostModel.from_model(model, moe)
+    layers = moe.num_layers
+    counts = [(k,) * layers for k in (2, 4, 6, 8)]
+
+    def engine(mode: str = "reuse") -> StepEngine:
+        return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+
+    prompt = tuple(tok.encode("Solve step by step: a train leaves at 3pm at 60 km/h; when does it arrive 150 km away?"))
+
+    # (a) one expansion round: mixed k in one batch vs one batch per k group
+    per_k = args.budget // len(counts)
+
+    def first_round(eng: StepEngine, group: list[tuple[int, ...]]):
+        root = root_node(0, prompt, group[0])
+        return eng.expand([Expansion(root, s, args.step_tokens, expert_count=k) for s, k in enumerate(
+            [k for k in group for _ in range(per_k)])])
+
+    def timed_second_round(groups: list[list[tuple[int, ...]]]) -> float:
+        engines = [engine() for _ in groups]
+        frontiers = [first_round(e, g) for e, g in zip(engines, groups)]
+        start = time.perf_counter()
+        for eng, frontier in zip(engines, frontiers):
+            eng.expand([Expansion(node, 1000 + i, args.step_tokens) for i, node in enumerate(frontier)])
+        return time.perf_counter() - start
+
+    mixed = statistics.median(timed_second_round([counts]) for _ in range(args.repeats))
+    grouped = statistics.median(timed_second_round([[k] for k in counts]) for _ in range(args.repeats))
+
+    # (b) and (c): whole searches
+    prm_dir = tempfile.mkdtemp()
+    verifier = load_verifier(str(save_tiny_prm(prm_dir, "qwen_prm")))
+    problems = [Problem(i, prompt + tuple(tok.encode(f" #{i}")), f"problem {i}", seed=i, base_expert_count=(8,) * layers)
+                for i in range(args.problems)]
+    config = SearchConfig(budget=args.budget, keep=max(1, args.budget // 4), max_steps=args.steps,
+                          expert_counts=tuple(counts), max_step_tokens=args.step_tokens,
+                          max_tokens=args.steps * args.step_tokens)
+    outcome = {}
+
+    def search(name: str, mode: str, cfg: SearchConfig):
+        def go():
+            outcome[(name, mode)] = run_search(STRATEGIES[name], problems, cfg, engine(mode), verifier)
+        return go
+
+    reuse = _median_seconds(search("des", "reuse", config), args.repeats)
+    reread = _median_seconds(search("des", "reread", config), args.repeats)
+    bon_config = dataclasses.replace(config, max_tokens=args.steps * args.step_tokens)
+    bon = _median_seconds(search("best_of_n", "reuse", bon_config), args.repeats)
+
+    def tokens(key):
+        return sum(o.cost.generated_tokens for o in outcome[key]), sum(o.cost.reprocessed_tokens for o in outcome[key])
+
+    des_gen, _ = tokens(("des", "reuse"))
+    _, reread_tokens = tokens(("des", "reread"))
+    bon_gen, _ = tokens(("best_of_n", "reuse"))
+    print(f"model: hidden 256, 32 experts, 4 layers; N={args.budget}, K={{2,4,6,8}}, T={args.steps}, "
+          f"{args.step_tokens} tokens/step, {args.problems} problems, {args.threads} thread(s)")
+    print(f"(a) DES round, {args.budget} beams: mixed-k batch {mixed:.2f} s, per-k groups {grouped:.2f} s "
+          f"-> groups / mixed = {grouped / mixed:.2f}x")
+    print(f"(b) DES search: prefix reuse {reuse:.2f} s, re-reading {reread:.2f} s ({reread_tokens} tokens re-read) "
+          f"-> re-read / reuse = {reread / reuse:.2f}x")
+    print(f"(c) DES {reuse:.2f} s ({des_gen} generated tokens) vs Best-of-N {bon:.2f} s ({bon_gen} generated tokens)"
+          f" -> DES / BoN = {reuse / bon:.2f}x time, {des_gen / bon_gen:.2f}x tokens")
+
+
+if __name__ == "__main__":
+    main()
