@@ -190,3 +190,23 @@ def test_config_validation_names_the_value():
         SearchConfig(budget=8, keep=9)
     with pytest.raises(ValueError, match="final='best'"):
         SearchConfig(final="best")
+
+
+def test_moe_des_with_per_layer_k_sets_and_a_chat_template(tiny_model_dir, qwen_prm_dir, shared_data, monkeypatch):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_moe._lm_eval_hook import tasks_dir
+    from lm_eval_moe.model_wrappers.moe_search import MoEDESLM
+
+    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(shared_data))
+    lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=4, keep=2, max_steps=2,
+                  max_step_tokens=4, expert_counts="1:2|4:8", device="cpu")
+    assert lm.search_config.expert_counts == ((1, 2), (4, 8))
+    out = simple_evaluate(model=lm, tasks=["moe_svamp"], limit=1, log_samples=True, apply_chat_template=True,
+                          gen_kwargs="max_gen_toks=12",
+                          task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())))
+    sample = out["samples"]["moe_svamp"][0]
+    assert sample["arguments"][0][0].startswith("<|user|>")
+    assert out["config"]["lm_eval_moe"]["expert_counts"] == [[1, 2], [4, 8]]
+    assert sample["avg_expert_count"] in (1.5, 6.0) or 1.5 < sample["avg_expert_count"] < 6.0
