@@ -19,6 +19,10 @@ Local layout (as in ``../shared/data``; see README)::
     $LM_EVAL_MOE_DATA_DIR/aime25/test.jsonl
     $LM_EVAL_MOE_DATA_DIR/svamp/SVAMP.jsonl
     $LM_EVAL_MOE_DATA_DIR/mmlu_redux/annotation_csv_snapshot/<subject>.jsonl
+    $LM_EVAL_MOE_DATA_DIR/humaneval/HumanEval.jsonl
+    $LM_EVAL_MOE_DATA_DIR/mbpp/sanitized-mbpp-test.jsonl  (+ optional mbpp/sanitized-mbpp.jsonl: few-shot
+                                                          examples are its task ids 1-10, the prompt split)
+    $LM_EVAL_MOE_DATA_DIR/livecodebench/test.jsonl .. test6.jsonl  (the hub files, original fields)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 import datasets
 
 from lm_eval_moe.scoring.equivalence import aime_integer, parse_number
+from lm_eval_moe.tasks import code_data
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +131,7 @@ class Benchmark:
     hub_train_split: str | None = None
     local_train: str | None = None
     keep: Callable[[dict[str, Any]], bool] | None = None
+    keep_train: Callable[[dict[str, Any]], bool] | None = None
 
 
 def _benchmark(name: str, subject: str | None) -> Benchmark:
@@ -144,24 +150,60 @@ def _benchmark(name: str, subject: str | None) -> Benchmark:
                             _aime("Problem", "Answer", "Solution")),
         "aime25": Benchmark("math-ai/aime25", "test", "aime25/test.jsonl", _aime("problem", "answer", None)),
         "svamp": Benchmark("tongyx361/svamp", "test", "svamp/SVAMP.jsonl", _svamp),
+        "humaneval": Benchmark("openai/openai_humaneval", "test", "humaneval/HumanEval.jsonl", code_data.humaneval),
+        "mbpp": Benchmark("google-research-datasets/mbpp", "test", "mbpp/sanitized-mbpp-test.jsonl", code_data.mbpp,
+                          hub_name="sanitized", hub_train_split="prompt", local_train="mbpp/sanitized-mbpp.jsonl",
+                          keep_train=lambda row: int(row["task_id"]) < 11),
     }
     if name not in table:
-        raise TaskDataError(f"unknown benchmark {name!r}; known: {', '.join(sorted(table) + ['mmlu_redux'])}")
+        known = ", ".join(sorted([*table, "mmlu_redux", "livecodebench"]))
+        raise TaskDataError(f"unknown benchmark {name!r}; known: {known}")
     return table[name]
 
 
-def _normalise(name: str, benchmark: Benchmark, split: datasets.Dataset, origin: str) -> datasets.Dataset:
-    if benchmark.keep is not None:
-        split = split.filter(benchmark.keep)
+def _normalise(
+    name: str, normalise: Callable[[dict[str, Any]], dict[str, Any]], split: datasets.Dataset, origin: str,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> datasets.Dataset:
+    if keep is not None:
+        split = split.filter(keep)
 
     def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
         try:
-            fields = benchmark.normalise(row)
-        except (TaskDataError, KeyError, TypeError) as error:
+            fields = normalise(row)
+        except (TaskDataError, KeyError, TypeError, ValueError) as error:
             raise TaskDataError(f"{name}: row {index} of {origin} is malformed: {error}") from None
         return {"moe_id": f"{name}/{index}", **fields}
 
     return split.map(convert, with_indices=True)
+
+
+def _livecodebench(release: str, start_date: str | None, end_date: str | None) -> datasets.DatasetDict:
+    """LiveCodeBench code generation: a release (cumulative ``release_vN`` or a delta ``vN``) and an
+    optional contest-date window (ISO dates, inclusive)."""
+    try:
+        files = code_data.lcb_files(release)
+    except ValueError as error:
+        raise TaskDataError(str(error)) from None
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        paths = [Path(data_dir).expanduser() / "livecodebench" / name for name in files]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise TaskDataError(f"{DATA_DIR_ENV}={data_dir} lacks {', '.join(missing)} (LiveCodeBench {release})")
+        sources = [str(p) for p in paths]
+    else:
+        sources = [f"hf://datasets/livecodebench/code_generation_lite/{name}" for name in files]
+    rows = datasets.load_dataset("json", data_files={"test": sources}, split="test")
+
+    def in_window(row: dict[str, Any]) -> bool:
+        date = str(row.get("contest_date") or "")[:10]
+        return (start_date is None or date >= start_date) and (end_date is None or date <= end_date)
+
+    test = _normalise("livecodebench", code_data.livecodebench, rows, f"LiveCodeBench {release}", keep=in_window)
+    if len(test) == 0:
+        raise TaskDataError(f"no LiveCodeBench {release} problem between {start_date} and {end_date}")
+    return datasets.DatasetDict({"test": test, "fewshot": test})
 
 
 def _local_split(data_dir: Path, relative: str) -> datasets.Dataset:
@@ -171,8 +213,18 @@ def _local_split(data_dir: Path, relative: str) -> datasets.Dataset:
     return datasets.load_dataset("json", data_files={"test": str(path)}, split="test")
 
 
-def load_benchmark(benchmark: str, subject: str | None = None, **_run_metadata: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` for our task YAMLs (extra keyword arguments are lm-eval run metadata)."""
+def load_benchmark(
+    benchmark: str,
+    subject: str | None = None,
+    release: str = "release_v6",
+    start_date: str | None = None,
+    end_date: str | None = None,
+    **_run_metadata: Any,
+) -> datasets.DatasetDict:
+    """``custom_dataset`` for our task YAMLs (extra keyword arguments are lm-eval run metadata;
+    LiveCodeBench reads ``release``, ``start_date`` and ``end_date`` from ``--metadata``)."""
+    if benchmark == "livecodebench":
+        return _livecodebench(str(release), start_date, end_date)
     spec = _benchmark(benchmark, subject)
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:
@@ -183,9 +235,9 @@ def load_benchmark(benchmark: str, subject: str | None = None, **_run_metadata: 
         hub = datasets.load_dataset(spec.hub_path, spec.hub_name)
         test, origin = hub[spec.hub_test_split], f"{spec.hub_path}[{spec.hub_test_split}]"
         train = hub[spec.hub_train_split] if spec.hub_train_split else None
-    test = _normalise(benchmark, spec, test, origin)
+    test = _normalise(benchmark, spec.normalise, test, origin, spec.keep)
     if train is not None:
-        fewshot = _normalise(benchmark, spec, train, f"{origin} (train)")
+        fewshot = _normalise(benchmark, spec.normalise, train, f"{origin} (train)", spec.keep_train)
     else:
         fewshot = test
         logger.debug("%s has no training split: few-shot examples come from other test problems", benchmark)

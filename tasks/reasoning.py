@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lm_eval.api.filter import Filter
+
 from lm_eval_moe.response import response_meta
 from lm_eval_moe.scoring import CHECKERS, Verdict, majority_index, sample_metrics
 
@@ -51,12 +53,22 @@ def worked_solution(doc: dict[str, Any]) -> str:
     return doc["moe_solution"]
 
 
+class KeepAll(Filter):
+    """Keeps every response of a request: lm-eval's default filter keeps only the first, which would
+    silently drop all but one of the ``repeats`` (self-consistency)."""
+
+    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        return [list(responses) for responses in resps]
+
+
 def _select(verdicts: Sequence[Verdict]) -> Verdict:
     index = majority_index(verdicts)
     return verdicts[0] if index is None else verdicts[index]
 
 
 def score_sample(doc: dict[str, Any], results: Sequence[Any], check: Callable[[str, str], Verdict]) -> dict[str, float]:
+    if len(results) == 1 and isinstance(results[0], list):  # one request, all its repeats (KeepAll)
+        results = results[0]
     gold = str(doc["moe_gold"])
     verdicts = [check(str(response), gold) for response in results]
     selected = verdicts[0] if len(verdicts) == 1 else _select(verdicts)

@@ -78,24 +78,27 @@ def test_gold_self_check_mmlu_redux_ok_subset(capsys):
     assert len(subjects) == 57 and total == 5330 and failures == 0
 
 
-def test_every_task_runs_on_a_tiny_model_with_group_aggregates(tiny_model_dir):
+def test_every_task_runs_on_a_tiny_model_with_group_aggregates(tiny_model_dir, data_dir_with_lcb, monkeypatch):
     from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 
+    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir_with_lcb))
     lm = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, max_length=512)
     out = simple_evaluate(
         model=lm, tasks=["moe_reasoning"], limit=3, log_samples=True, gen_kwargs="max_gen_toks=8",
-        task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())),
+        task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata={"release": "release_v2"}),
     )
-    tasks = [name for name in out["results"] if name.startswith("moe_")]
-    assert len(tasks) == 5 + 57 + 4  # tasks + the four groups
-    for group in ("moe_reasoning", "moe_math", "moe_knowledge", "moe_mmlu_redux"):
-        for metric in ("exact_match", "maj@k", "pass@k", "precision"):
+    groups = {"moe_reasoning", "moe_math", "moe_knowledge", "moe_mmlu_redux", "moe_code"}
+    leaves = [name for name in out["results"] if name not in groups]
+    assert len(leaves) == 5 + 57 + 3 and groups <= set(out["results"])
+    for group in groups:
+        metrics = ["exact_match", "pass@k", "precision"]
+        metrics += ["pass@1"] if group == "moe_code" else [] if group == "moe_reasoning" else ["maj@k"]
+        for metric in metrics:
             assert f"{metric},none" in out["results"][group], (group, metric)
     sample = out["samples"]["moe_gsm8k"][0]
     assert sample["generated_tokens"] > 0 and sample["flops"] > 0 and sample["routed_expert_tokens"] > 0
     assert out["results"]["moe_reasoning"]["exact_match,none"] == pytest.approx(
-        sum(out["results"][t]["exact_match,none"] * 3 for t in tasks if t.startswith("moe_")
-            and t not in ("moe_reasoning", "moe_math", "moe_knowledge", "moe_mmlu_redux")) / (3 * 62)
+        sum(out["results"][t]["exact_match,none"] * 3 for t in leaves) / (3 * len(leaves))
     )
 
 

@@ -2,7 +2,8 @@
 
 * A response with fenced blocks (```python ... ```, or an unclosed last fence): the last block that
   defines the entry point if one does, else the last block.
-* A completion (code continuing the prompt): cut at a closing fence, then at the first top-level line
+* A completion (code continuing the prompt, i.e. starting indented): cut at a closing fence, then at
+  the first top-level line
   that cannot belong to the program (prose, ``print(...)``, ``if __name__``, asserts): base models
   often go on writing tests or text after the function.
 """
@@ -34,7 +35,9 @@ def truncate_completion(text: str) -> str:
 def extract_program(response: str, entry_point: str = "") -> tuple[str, bool]:
     """(code, complete): ``complete`` is True when the code is a whole program (from a fence, or a
     completion that itself defines the entry point), False when it continues the prompt."""
-    blocks = fenced_blocks(response)
+    before_fence = response.split("```", 1)[0]
+    continues_prompt = before_fence.strip() != "" and before_fence.lstrip("\n")[:1] in (" ", "\t")
+    blocks = [] if continues_prompt else fenced_blocks(response)  # a fence after indented code closes it
     if blocks:
         defining = [b for b in blocks if entry_point and re.search(rf"\bdef {re.escape(entry_point)}\s*\(", b)]
         return (defining or blocks)[-1], True

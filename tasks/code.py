@@ -1,0 +1,143 @@
+"""Prompts, execution and scoring for the code tasks (HumanEval, MBPP sanitized, LiveCodeBench).
+
+:class:`ExecuteCode` is the task's lm-eval filter: it sees every response of the task at once, so all
+programs (every ``repeats`` response and every final candidate of a search model) run in parallel in
+the sandbox (:mod:`lm_eval_moe.scoring.code`). It hands ``process_results`` one record per response:
+the text, its execution verdict (outcome, per-test details, forgeable or not) and those of the
+candidates. A sandbox infrastructure failure aborts the evaluation instead of counting as a failure.
+
+Metrics: ``exact_match`` (the selected, i.e. first, response passes), ``pass@1`` (the share of the
+request's responses that pass: the unbiased pass@1 with ``repeats``), ``pass@k`` (any candidate
+passes), ``precision`` (the share of candidates that pass), ``num_candidates``, ``forgeable`` (the
+verdict came from in-sandbox assertions), and the request's cost when the model reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from lm_eval.api.filter import Filter
+
+from lm_eval_moe.response import response_meta
+from lm_eval_moe.scoring.code import ExecutionResult, extract_program, shared_runner
+from lm_eval_moe.tasks.code_data import problem_from_doc
+from lm_eval_moe.tasks.reasoning import COST_METRICS
+
+logger = logging.getLogger(__name__)
+
+MBPP_INSTRUCTION = "You are an expert Python programmer, and here is your task: "
+LCB_INSTRUCTION = (
+    "You will be given a question (problem specification) and will generate a correct Python program that "
+    "matches the specification and passes all tests."
+)
+LCB_STDIN_FORMAT = (
+    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
+    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
+    "it reads the inputs, runs the algorithm and writes output to STDOUT."
+)
+LCB_STARTER_FORMAT = (
+    "You will use the following starter code to write the solution to the problem and enclose your code "
+    "within delimiters."
+)
+
+
+def humaneval_prompt(doc: dict[str, Any]) -> str:
+    return doc["moe_prompt_code"]
+
+
+def mbpp_prompt(doc: dict[str, Any]) -> str:
+    return f"{MBPP_INSTRUCTION}{doc['moe_question']}\n\nWrite the solution in a Python code block.\n```python\n"
+
+
+def livecodebench_prompt(doc: dict[str, Any]) -> str:
+    starter = doc.get("moe_starter_code") or ""
+    if starter:
+        format_block = f"### Format: {LCB_STARTER_FORMAT}\n```python\n{starter}\n```"
+    else:
+        format_block = f"### Format: {LCB_STDIN_FORMAT}\n```python\n# YOUR CODE HERE\n```"
+    return (f"{LCB_INSTRUCTION}\n\n### Question:\n{doc['moe_question']}\n\n{format_block}\n\n"
+            "### Answer: (use the provided format with backticks)\n\n")
+
+
+def reference_solution(doc: dict[str, Any]) -> str:
+    return doc["moe_solution"]
+
+
+def program_for(doc: dict[str, Any], response: str) -> str:
+    """The program to run for a response: a fenced or complete program as is (after the prompt's code,
+    which provides imports and helpers it may rely on), or the prompt continued by the completion."""
+    problem = problem_from_doc(doc)
+    code, complete = extract_program(response, problem.entry_point)
+    prompt_code = doc.get("moe_prompt_code") or ""
+    if not prompt_code:
+        return code
+    return f"{prompt_code}\n{code}" if complete else prompt_code + code
+
+
+class ExecuteCode(Filter):
+    """Runs every response (and search candidate) of a task in the sandbox, all in parallel."""
+
+    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        jobs: dict[tuple[str, str], int] = {}
+        plan: list[list[tuple[Any, list[tuple[str, str]]]]] = []
+        problems = {}
+        for responses, doc in zip(resps, docs):
+            problem = problem_from_doc(doc)
+            problems[problem.task_id] = problem
+            per_doc = []
+            for response in responses:
+                texts = [str(response)] + [str(c["text"]) for c in response_meta(response).get("candidates", [])]
+                keys = []
+                for text in texts:
+                    key = (problem.task_id, program_for(doc, text))
+                    jobs.setdefault(key, len(jobs))
+                    keys.append(key)
+                per_doc.append((response, keys))
+            plan.append(per_doc)
+        ordered = sorted(jobs, key=jobs.get)
+        results = shared_runner().run_many([(problems[task], program) for task, program in ordered],
+                                           description=f"executing {len(ordered)} programs")
+        by_key = dict(zip(ordered, results))
+        broken = [(key[0], result.detail) for key, result in by_key.items() if result.outcome == "sandbox_error"]
+        if broken:
+            raise RuntimeError(
+                f"the sandbox failed on {len(broken)} program(s) (e.g. {broken[0][0]}: {broken[0][1]}); "
+                "aborting rather than counting infrastructure failures as model failures"
+            )
+        return [
+            [self._record(response, [by_key[key] for key in keys]) for response, keys in per_doc] for per_doc in plan
+        ]
+
+    @staticmethod
+    def _record(response: Any, executions: list[ExecutionResult]) -> dict[str, Any]:
+        meta = response_meta(response)
+        return {
+            "response": str(response),
+            "execution": executions[0].as_dict(),
+            "candidates": [e.as_dict() for e in executions[1:]],
+            "cost": meta.get("cost", {}),
+            "search": {k: v for k, v in meta.get("search", {}).items() if k == "avg_expert_count"},
+        }
+
+
+def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+    records = results[0] if len(results) == 1 and isinstance(results[0], list) else list(results)
+    responses = [r["execution"]["outcome"] == "passed" for r in records]
+    candidates = [c["outcome"] == "passed" for r in records for c in r["candidates"]] or responses
+    metrics = {
+        "exact_match": float(responses[0]),
+        "pass@1": sum(responses) / len(responses),
+        "pass@k": float(any(candidates)),
+        "precision": sum(candidates) / len(candidates),
+        "num_candidates": float(len(candidates)),
+        "forgeable": float(records[0]["execution"]["forgeable"]),
+    }
+    for name in COST_METRICS:
+        values = [r["cost"][name] for r in records if name in r["cost"]]
+        if values:
+            metrics[name] = float(sum(values))
+    if "avg_expert_count" in records[0]["search"]:
+        metrics["avg_expert_count"] = float(records[0]["search"]["avg_expert_count"])
+    return metrics

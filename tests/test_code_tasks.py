@@ -1,0 +1,151 @@
+"""Code tasks: reference solutions pass in the sandbox, wrong ones fail, LiveCodeBench rows decode
+safely, extraction from chat answers, and the tasks through lm-eval."""
+
+import base64
+import json
+import pickle
+import zlib
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+
+from conftest import LCB_SOLUTIONS, lcb_rows
+from lm_eval_moe._lm_eval_hook import tasks_dir
+from lm_eval_moe.scoring.code import CodeRunner, Limits, extract_program
+from lm_eval_moe.scoring.code.livecodebench import UnsafePickle, decode_private_tests, row_problem
+from lm_eval_moe.tasks import code as code_task
+from lm_eval_moe.tasks.code_data import MBPP_IN_SANDBOX, mbpp, problem_from_doc
+from lm_eval_moe.tasks.data import DATA_DIR_ENV, TaskDataError, load_benchmark
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CodeRunner("auto", Limits(cpu_seconds=10, wall_seconds=30), workers=2)
+
+
+@pytest.fixture(autouse=True)
+def local_data(data_dir_with_lcb, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir_with_lcb))
+
+
+def _run_docs(runner, docs, response_of):
+    jobs = [(problem_from_doc(d), code_task.program_for(d, response_of(d))) for d in docs]
+    return runner.run_many(jobs, progress=False)
+
+
+def test_all_humaneval_reference_solutions_pass_and_stubs_fail(runner, capsys):
+    docs = list(load_benchmark("humaneval")["test"])
+    results = _run_docs(runner, docs, lambda d: d["moe_solution"])  # the solution as a fenced chat answer
+    failures = [(d["moe_id"], r.outcome, r.detail) for d, r in zip(docs, results) if not r.passed]
+    stubs = _run_docs(runner, docs, lambda d: "    raise NotImplementedError\n")
+    empty = _run_docs(runner, docs, lambda d: "")
+    with capsys.disabled():
+        print(f"\n[canonical] HumanEval: {len(docs) - len(failures)}/{len(docs)} reference solutions pass; "
+              f"{sum(r.passed for r in stubs)} stubs and {sum(r.passed for r in empty)} empty completions pass")
+    assert len(docs) == 164 and failures == []
+    assert not any(r.passed for r in stubs) and not any(r.passed for r in empty)
+
+
+def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, shared_data, capsys):
+    rows = [json.loads(line) for line in (shared_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
+    docs = [mbpp(row) for row in rows]
+    results = _run_docs(runner, docs, lambda d: d["moe_solution"])
+    failures = [(r0["task_id"], r.outcome, r.detail) for r0, r in zip(rows, results) if not r.passed]
+    forgeable = sorted(r0["task_id"] for r0, r in zip(rows, results) if r.forgeable)
+    empty = _run_docs(runner, docs, lambda d: "")
+    with capsys.disabled():
+        print(f"\n[canonical] MBPP sanitized: {len(rows) - len(failures)}/{len(rows)} reference solutions pass "
+              f"({len(forgeable)} judged inside the sandbox, forgeable: {forgeable}); "
+              f"{sum(r.passed for r in empty)} empty programs pass")
+    assert len(rows) == 427 and failures == []
+    assert forgeable == sorted(MBPP_IN_SANDBOX) and not any(r.passed for r in empty)
+
+
+def test_the_in_sandbox_list_is_exactly_what_the_proxy_cannot_judge(runner, shared_data):
+    rows = [json.loads(line) for line in (shared_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
+    docs = []
+    for row in rows:
+        doc = mbpp(row)
+        problem = json.loads(doc["moe_problem"])
+        problem["in_sandbox"] = False
+        docs.append({**doc, "moe_problem": json.dumps(problem)})
+    results = _run_docs(runner, docs, lambda d: d["moe_solution"])
+    assert {r0["task_id"] for r0, r in zip(rows, results) if not r.passed} == set(MBPP_IN_SANDBOX)
+
+
+def test_mbpp_test_split_is_the_257_evaluation_problems():
+    data = load_benchmark("mbpp")
+    assert len(data["test"]) == 257 and 1 <= len(data["fewshot"]) <= 10
+
+
+def test_livecodebench_rows_decode_and_judge(runner):
+    docs = list(load_benchmark("livecodebench", release="release_v2")["test"])
+    assert [json.loads(d["moe_problem"])["kind"] for d in docs] == ["stdio_io", "stdio_io", "functional_io"]
+    by_id = {json.loads(d["moe_problem"])["task_id"]: d for d in docs}
+    good = _run_docs(runner, docs, lambda d: f"```python\n{LCB_SOLUTIONS[json.loads(d['moe_problem'])['task_id']]}```")
+    assert [r.outcome for r in good] == ["passed"] * 3, [r.detail for r in good]
+    assert [len(r.tests) for r in good] == [3, 2, 3]  # public + private tests
+    wrong = _run_docs(runner, docs, lambda d: "```python\nprint(0)\n```")
+    assert not any(r.passed for r in wrong)
+    # LiveCodeBench's numeric comparison: "1.5" matches "1.500" as Decimals
+    assert by_id["abc002_b"] and good[1].tests[1].passed
+
+
+def test_livecodebench_release_and_date_selection():
+    assert len(load_benchmark("livecodebench", release="release_v1")["test"]) == 2
+    assert len(load_benchmark("livecodebench", release="v2")["test"]) == 1
+    assert len(load_benchmark("livecodebench", release="release_v2", start_date="2024-09-01")["test"]) == 2
+    with pytest.raises(TaskDataError, match="release_v9"):
+        load_benchmark("livecodebench", release="release_v9")
+    with pytest.raises(TaskDataError, match="lacks .*test3.jsonl"):
+        load_benchmark("livecodebench", release="release_v3")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("owned",))
+
+
+def test_private_tests_never_go_through_the_unpickler():
+    row = lcb_rows()[0]
+    assert len(decode_private_tests(row["private_test_cases"])) == 2
+    for payload in (pickle.dumps(_Exploit()), pickle.dumps(["a list"]), pickle.dumps(("a", "b"))):
+        with pytest.raises(UnsafePickle):
+            decode_private_tests(base64.b64encode(zlib.compress(payload)).decode())
+    with pytest.raises(UnsafePickle, match="base64"):
+        decode_private_tests("not base64 at all!")
+    with pytest.raises(ValueError, match="no test case"):
+        row_problem({**row, "public_test_cases": "[]", "private_test_cases": ""})
+
+
+@pytest.mark.parametrize(
+    "response, expected, complete",
+    [
+        ("Here you go:\n```python\ndef f(x):\n    return x\n```\nDone.", "def f(x):\n    return x\n", True),
+        ("```python\nimport math\n```\nand\n```python\ndef f(x):\n    return 1\n```", "def f(x):\n    return 1\n", True),
+        ("```\ndef f(x):\n    return 2\n", "def f(x):\n    return 2\n", True),  # unclosed fence
+        ("    return x + 1\n\nprint(f(2))\nassert f(1) == 2\n", "    return x + 1\n", False),
+        ("    return x\n```\nExplanation: ...", "    return x\n", False),
+        ("def f(x):\n    return 3\n\nThis works because", "def f(x):\n    return 3\n", True),
+    ],
+)
+def test_code_extraction(response, expected, complete):
+    assert extract_program(response, "f") == (expected, complete)
+
+
+def test_code_tasks_run_on_a_tiny_model_with_group_aggregates(tiny_model_dir):
+    from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
+
+    lm = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, max_length=2048)
+    out = simple_evaluate(
+        model=lm, tasks=["moe_code"], limit=2, log_samples=True, gen_kwargs="max_gen_toks=16",
+        task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata={"release": "release_v2"}),
+    )
+    for task in ("moe_humaneval", "moe_mbpp", "moe_livecodebench", "moe_code"):
+        for metric in ("exact_match", "pass@1", "pass@k", "precision"):
+            assert f"{metric},none" in out["results"][task], (task, metric)
+    sample = out["samples"]["moe_humaneval"][0]
+    execution = sample["filtered_resps"][0][0]["execution"]
+    assert execution["outcome"] in ("failed", "runtime_error", "compile_error") and execution["tests"] is not None
+    assert sample["generated_tokens"] > 0
