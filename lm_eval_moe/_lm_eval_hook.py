@@ -31,6 +31,7 @@ MODEL_TARGETS: dict[str, str] = {
     "moe_hf": "lm_eval_moe.model_wrappers.moe_hf:MoEHFLM",
     "moe_search": "lm_eval_moe.model_wrappers.moe_search:MoESearchLM",
     "moe_des": "lm_eval_moe.model_wrappers.moe_search:MoEDESLM",
+    "moe_reroute": "lm_eval_moe.model_wrappers.moe_reroute:MoERerouteLM",
 }
 
 _REGISTRY_MODULE = "lm_eval.api.registry"

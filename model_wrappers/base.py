@@ -8,9 +8,11 @@ and a guard against lm-eval's request cache, which ignores model args (LM_EVAL.m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
+from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_moe.cost import CostModel, RunTotals
@@ -18,6 +20,13 @@ from lm_eval_moe.moe import attach
 from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_renormalize
 
 logger = logging.getLogger(__name__)
+
+
+def request_seed(seed: int, request: Instance, repeat: int) -> int:
+    """Seed of a request, derived from the document (task, doc id, repeat, prompt), never from its position
+    or rank: the same document gets the same randomness under any batching or data-parallel split."""
+    key = f"{seed}/{request.task_name}/{request.doc_id}/{repeat}/{request.args[0]}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class MoEHFLMBase(HFLM):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import hashlib
 import json
 import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
@@ -29,7 +29,9 @@ from tqdm import tqdm
 from lm_eval_moe.cost import Cost
 from lm_eval_moe.generation import SamplingConfig, StepEngine
 from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_int
-from lm_eval_moe.model_wrappers.base import MoEHFLMBase
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
+from lm_eval_moe.model_wrappers.moe_reroute import reroute_config
+from lm_eval_moe.reroute import Rerouter, ScaledAdam
 from lm_eval_moe.response import MoEResponse
 from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.driver import SearchOutcome, run_search
@@ -89,13 +91,6 @@ def parse_expert_counts(value: Any, default_counts: list[int], num_experts: int)
     return tuple(counts)
 
 
-def _problem_seed(seed: int, request: Instance, repeat: int) -> int:
-    """Seeded by the document, not by its position or rank: the same problem gets the same search
-    under any batching or data-parallel split."""
-    key = f"{seed}/{request.task_name}/{request.doc_id}/{repeat}/{request.args[0]}"
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
 class MoESearchLM(MoEHFLMBase):
     """``--model moe_search`` (``strategy=...``) and ``--model moe_des``: see README for the model args."""
 
@@ -133,9 +128,20 @@ class MoESearchLM(MoEHFLMBase):
         prompt_expert_count: str = "path",
         search_batch_size: Any = 4,
         trace_path: str | None = None,
+        reroute: Any = False,
+        reroute_steps: Any = 5,
+        reroute_lr: Any = 0.05,
+        reroute_layer_selection: str = "soft",
+        reroute_layer_fraction: Any = 0.25,
+        reroute_confidence_order: str = "paper",
         **kwargs: Any,
     ) -> None:
         super().__init__(pretrained=pretrained, **kwargs)
+        self.rerouter = None
+        if parse_bool("reroute", reroute):
+            config = reroute_config(reroute_steps, reroute_lr, 1, reroute_layer_selection, reroute_layer_fraction,
+                                    reroute_confidence_order)
+            self.rerouter = Rerouter(self.model, self.tokenizer, self.moe, self.cost_model, config)
         self.strategy = strategy or self.default_strategy
         if self.strategy not in STRATEGIES:
             raise ModelArgError(f"model arg strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -222,6 +228,12 @@ class MoESearchLM(MoEHFLMBase):
             "finished_compete": config.finished_compete,
             "seed": self.seed,
             "cache_mode": self.engine.cache_mode,
+            "reroute": None if self.rerouter is None else {
+                "steps": self.rerouter.config.steps, "lr": self.rerouter.config.lr,
+                "layer_selection": self.rerouter.config.layer_selection,
+                "layer_fraction": self.rerouter.config.layer_fraction,
+                "confidence_order": self.rerouter.config.confidence_order,
+            },
         }
 
     def _problem(self, index: int, request: Instance, repeat: int) -> tuple[Problem, list[str], int]:
@@ -237,7 +249,7 @@ class MoESearchLM(MoEHFLMBase):
             index=index,
             prompt_ids=tuple(prompt),
             question=str(doc.get("moe_question") or context),
-            seed=_problem_seed(self.seed, request, repeat),
+            seed=request_seed(self.seed, request, repeat),
             base_expert_count=tuple(self.moe.expert_counts),
             stop_strings=tuple(s for s in until if s and s != eos_text),
         )
@@ -260,13 +272,32 @@ class MoESearchLM(MoEHFLMBase):
             config = dataclasses.replace(self.search_config, max_tokens=max_tokens)
             for start in range(0, len(indices), self.search_batch_size):
                 chunk = indices[start : start + self.search_batch_size]
-                outcomes = run_search(strategy, [prepared[i][1] for i in chunk], config, self.engine, self.verifier, progress)
+                problems = [prepared[i][1] for i in chunk]
+                reroute_costs = self._reroute_prompts(problems)
+                outcomes = run_search(strategy, problems, config, self.engine, self.verifier, progress)
+                for outcome, extra in zip(outcomes, reroute_costs):
+                    outcome.cost.add(extra)
                 for index, outcome in zip(chunk, outcomes):
                     request, _, until, _ = prepared[index]
                     results[index] = self._response(outcome, until)
                     self._trace(request, outcome)
         progress.close()
         return results  # type: ignore[return-value]
+
+    def _reroute_prompts(self, problems: list[Problem]) -> list[Cost]:
+        """``reroute=true``: one Phase 1 of test-time rerouting on each prompt before the search; the
+        deltas then bias every path of that problem (a combination neither paper has)."""
+        costs = [Cost() for _ in problems]
+        self.engine.problem_bias = {}
+        if self.rerouter is None:
+            return costs
+        deltas = torch.zeros(len(problems), self.moe.num_layers, self.moe.num_experts, device=self.engine.device,
+                             requires_grad=True)
+        config = self.rerouter.config
+        optimizer = ScaledAdam(deltas, config.lr, eps=config.eps, weight_decay=config.weight_decay)
+        self.rerouter.optimise([p.prompt_ids for p in problems], deltas, optimizer, list(range(len(problems))), costs)
+        self.engine.problem_bias = {p.index: deltas[i].detach() for i, p in enumerate(problems)}
+        return costs
 
     def _response(self, outcome: SearchOutcome, until: list[str]) -> MoEResponse:
         result = outcome.result

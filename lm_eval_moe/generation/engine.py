@@ -68,6 +68,7 @@ class StepEngine:
         self.eos_ids = self._eos_ids()
         self.costs: dict[int, Cost] = defaultdict(Cost)
         self.stop_strings: dict[int, tuple[str, ...]] = {}  # per problem: text that ends a candidate
+        self.problem_bias: dict[int, torch.Tensor] = {}  # per problem: router-logit bias (layers, experts)
         self.forward_calls = 0
         self.filler_token_slots = 0  # row-steps spent on masked filler tokens (batching overhead)
         self.reset_cache()
@@ -87,8 +88,16 @@ class StepEngine:
         self._pending = torch.zeros(0, dtype=torch.long, device=self.device)
         self._rows: dict[tuple[int, tuple[int, ...]], int] = {}
 
+    def _row_bias(self, problems: Sequence[int]) -> torch.Tensor | None:
+        """(rows, layers, experts) bias for rows of these problems, if any problem has one."""
+        if not self.problem_bias:
+            return None
+        zero = torch.zeros(self.moe.num_layers, self.moe.num_experts, device=self.device)
+        return torch.stack([self.problem_bias.get(p, zero).to(self.device) for p in problems])
+
     def reset(self) -> None:
-        """Forget the frontier and the accumulated costs (between batches of problems)."""
+        """Forget the frontier and the accumulated costs (between batches of problems); per-problem
+        biases stay until the caller replaces them."""
         self.reset_cache()
         self.costs = defaultdict(Cost)
         self.stop_strings = {}
@@ -127,7 +136,8 @@ class StepEngine:
         if length == 0:
             return None, mask, pending
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        with torch.no_grad(), self.moe.settings(row_expert_counts=[counts for _, counts in items]):
+        bias = self._row_bias([node.problem for node, _ in items])
+        with torch.no_grad(), self.moe.settings(row_expert_counts=[counts for _, counts in items], bias=bias):
             out = self.model(
                 input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, use_cache=True
             )
@@ -243,7 +253,8 @@ class StepEngine:
         reasons = [""] * batch
         active = [True] * batch
         feed = pending.clone()
-        with torch.no_grad(), self.moe.settings(row_expert_counts=counts):
+        bias = self._row_bias([e.parent.problem for e in expansions])
+        with torch.no_grad(), self.moe.settings(row_expert_counts=counts, bias=bias):
             while any(active):
                 column = torch.tensor(active, dtype=torch.long, device=self.device).unsqueeze(1)
                 mask = torch.cat([mask, column], dim=1)

@@ -104,6 +104,7 @@ class DynamicMoE:
         self._row_uniform: list[int | None] = []
         self._token_k_cache: tuple[int, torch.Tensor] | None = None
         self._bias: torch.Tensor | None = None  # (layers, experts) or (batch, layers, experts)
+        self._mix: tuple[float, dict[int, torch.Tensor]] | None = None  # alpha, layer -> (experts,) or (batch, experts)
         self._recorder: RoutingRecorder | None = None
         for layer in self.layers:
             layer.router.forward = types.MethodType(self._make_forward(layer), layer.router)
@@ -236,6 +237,20 @@ class DynamicMoE:
     def router_bias(self) -> torch.Tensor | None:
         return self._bias
 
+    def set_routing_mix(self, alpha: float, targets: dict[int, torch.Tensor] | None) -> None:
+        """Mix a target routing distribution into chosen layers: scores <- (1-alpha) scores + alpha
+        target, target (experts,) or (batch, experts) per MoE layer index; None turns it off."""
+        if targets is None:
+            self._mix = None
+            return
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"mixing weight alpha={alpha}: must be in [0, 1]")
+        for layer, target in targets.items():
+            if not 0 <= layer < self.num_layers or target.shape[-1] != self.layers[layer].num_experts:
+                raise ValueError(f"routing mix target for layer {layer}: expected a layer in 0..{self.num_layers - 1} "
+                                 f"and {self.num_experts} experts, got shape {tuple(target.shape)}")
+        self._mix = (float(alpha), dict(targets))
+
     # ------------------------------------------------------------------ records
     @contextmanager
     def record(self, full_probs: bool = False) -> Iterator[RoutingRecorder]:
@@ -255,7 +270,7 @@ class DynamicMoE:
         bias: torch.Tensor | None = None,
     ) -> Iterator[DynamicMoE]:
         """Temporarily apply routing settings; restores the previous ones on exit."""
-        saved = (self._layer_k, self._row_k, self._row_uniform, self._bias)
+        saved = (self._layer_k, self._row_k, self._row_uniform, self._bias, self._mix)
         try:
             if expert_count is not None:
                 self.set_expert_count(expert_count)
@@ -264,7 +279,7 @@ class DynamicMoE:
                 self.set_router_bias(bias)
             yield self
         finally:
-            self._layer_k, self._row_k, self._row_uniform, self._bias = saved
+            self._layer_k, self._row_k, self._row_uniform, self._bias, self._mix = saved
             self._token_k_cache = None
 
     # ------------------------------------------------------------------ teardown
@@ -312,6 +327,15 @@ class DynamicMoE:
         implementation = getattr(getattr(layer.experts, "config", None), "_experts_implementation", "eager")
         return None if implementation in (None, "eager") else layer.skippable_index
 
+    def _token_mix(self, layer: MoELayer, tokens: int) -> tuple[float, torch.Tensor] | None:
+        if self._mix is None or layer.index not in self._mix[1]:
+            return None
+        alpha, targets = self._mix
+        target = targets[layer.index].float()
+        if target.dim() == 2:
+            target = target.repeat_interleave(self._rows(tokens, target.shape[0]), dim=0)
+        return alpha, target
+
     def _make_forward(self, layer: MoELayer):
         family = self.family
         controller = self
@@ -323,6 +347,9 @@ class DynamicMoE:
             bias = controller._token_bias(layer, tokens)
             if bias is not None:
                 bias = bias.to(hidden.device)
+            mix = controller._token_mix(layer, tokens)
+            if mix is not None:
+                mix = (mix[0], mix[1].to(hidden.device))
             recorder = controller._recorder
             result = route(
                 layer.rule,
@@ -333,6 +360,7 @@ class DynamicMoE:
                 bias=bias,
                 correction_bias=family.correction_bias(router, args),
                 masked_index=controller._masked_index(layer) if token_counts is not None else None,
+                mix=mix,
                 want_probs=recorder is not None,
                 want_full_probs=recorder is not None and recorder.full_probs,
             )
@@ -346,6 +374,7 @@ class DynamicMoE:
                         expert_index=index,
                         expert_prob=result.selected_probs,  # type: ignore[arg-type]
                         full_probs=result.full_probs,
+                        entropy=result.entropy,
                     )
                 )
             return result.logits, result.weights, result.index

@@ -15,6 +15,7 @@ class LayerRouting:
     expert_index: torch.Tensor  # (tokens, k_max) long; -1 at masked ranks
     expert_prob: torch.Tensor  # (tokens, k_max) float32 routing probability; 0 at masked ranks
     full_probs: torch.Tensor | None = None  # (tokens, experts) float32, when asked for
+    entropy: torch.Tensor | None = None  # (tokens,) routing entropy (softmax routers)
 
     @property
     def active(self) -> torch.Tensor:

@@ -63,6 +63,7 @@ class RoutingResult:
     active: torch.Tensor | None  # (tokens, k_sel) bool, None when every rank is used
     selected_probs: torch.Tensor | None  # (tokens, k_sel) full-distribution probabilities, if asked
     full_probs: torch.Tensor | None  # (tokens, experts), if asked
+    entropy: torch.Tensor | None  # (tokens,) entropy of the routing distribution, if asked
 
 
 def routing_probabilities(rule: RoutingRule, logits: torch.Tensor) -> torch.Tensor:
@@ -99,6 +100,7 @@ def route(
     bias: torch.Tensor | None = None,
     correction_bias: torch.Tensor | None = None,
     masked_index: int | None = None,
+    mix: tuple[float, torch.Tensor] | None = None,
     want_probs: bool = False,
     want_full_probs: bool = False,
 ) -> RoutingResult:
@@ -108,6 +110,8 @@ def route(
         ranks ``>= token_expert_count`` are masked: weight 0 and index ``masked_index`` (an id the
         experts module skips), or the row's top expert when ``masked_index`` is None.
     bias: (experts,) or (tokens, experts), added to the logits in float32.
+    mix: (alpha, target) with target (experts,) or (tokens, experts): the routing scores become
+        (1 - alpha) * scores + alpha * target before selection (C3PO's kernel-regression re-mixing).
     """
     z = logits if bias is None else logits.float() + bias
     if rule.scoring == "softmax":
@@ -116,6 +120,12 @@ def route(
         scores = z.sigmoid()
     else:
         scores = z
+    if mix is not None:
+        alpha, target = mix
+        if rule.scoring == "softmax_over_topk":  # mix in probability space, select on its logarithm
+            scores = torch.log((1 - alpha) * F.softmax(z, dim=-1, dtype=torch.float32) + alpha * target + 1e-12)
+        else:
+            scores = (1 - alpha) * scores + alpha * target.to(scores.dtype)
     choice = scores if correction_bias is None else scores + correction_bias
     if rule.grouping != "none":
         choice = choice.masked_fill(~_group_mask(rule, choice), rule.group_fill)
@@ -155,16 +165,18 @@ def route(
     elif rule.weights_dtype == "input":
         weights = weights.to(input_dtype)
 
-    selected_probs = full_probs = None
+    selected_probs = full_probs = entropy = None
     if want_probs or want_full_probs:
         probs = routing_probabilities(rule, z.detach())
         selected_probs = probs.gather(1, index)
         if active is not None:
             selected_probs = selected_probs.masked_fill(~active, 0.0)
         full_probs = probs if want_full_probs else None
+        if rule.scoring != "sigmoid":  # independent sigmoid scores have no distribution entropy
+            entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=-1)
 
     if active is not None:
         filler = index[:, :1].expand_as(index) if masked_index is None else torch.full_like(index, masked_index)
         index = torch.where(active, index, filler)
     out_logits = logits if bias is None else z.to(logits.dtype)
-    return RoutingResult(out_logits, weights, index, active, selected_probs, full_probs)
+    return RoutingResult(out_logits, weights, index, active, selected_probs, full_probs, entropy)

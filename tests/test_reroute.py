@@ -1,0 +1,154 @@
+"""Online test-time rerouting on tiny random-weight MoE models."""
+
+import pytest
+import torch
+
+from lm_eval_moe.cost import CostModel
+from lm_eval_moe.generation import SamplingConfig
+from lm_eval_moe.moe import attach
+from lm_eval_moe.reroute import RerouteConfig, Rerouter, ScaledAdam, layer_weights
+from lm_eval_moe.testing import byte_tokenizer, tiny_moe
+
+PROMPTS = ["Q: 1+2\nA: 3\nQ: 2+2\nA:", "Hello world, this is a test of"]
+GREEDY = SamplingConfig(temperature=0.0)
+
+
+def rerouter(model_type="olmoe", **config):
+    model = tiny_moe(model_type, seed=1)
+    moe = attach(model)
+    tok = byte_tokenizer()
+    return Rerouter(model, tok, moe, CostModel.from_model(model, moe), RerouteConfig(**config)), tok
+
+
+def test_scaled_adam_is_torch_adam_at_scale_one():
+    torch.manual_seed(0)
+    ours = torch.zeros(2, 3, 4, requires_grad=True)
+    theirs = torch.zeros(2, 3, 4, requires_grad=True)
+    mine, reference = ScaledAdam(ours, 0.05, eps=1e-5, weight_decay=1e-8), torch.optim.Adam([theirs], 0.05, eps=1e-5,
+                                                                                             weight_decay=1e-8)
+    for _ in range(5):
+        target = torch.randn(2, 3, 4)
+        for param in (ours, theirs):
+            param.grad = None
+            ((param - target) ** 2).sum().backward()
+        mine.step(torch.ones(2, 3))
+        reference.step()
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps, lr", [(0, 0.05), (3, 0.0)])
+def test_without_updates_generation_is_plain_greedy(steps, lr):
+    rr, tok = rerouter(steps=steps, lr=lr, interval=4)
+    for index, prompt in enumerate(PROMPTS):
+        (outcome,) = rr.generate([tok.encode(prompt)], 12, GREEDY, [index])
+        ids = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            reference = rr.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                          do_sample=False, pad_token_id=0, eos_token_id=None)
+        assert outcome.tokens == reference[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("model_type", ["olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v2", "mixtral"])
+def test_phase_one_lowers_the_loss_and_leaves_the_model_alone(model_type):
+    rr, tok = rerouter(model_type, steps=4, lr=0.5, interval=6)
+    before = {k: v.clone() for k, v in rr.model.state_dict().items()}
+    outcomes = rr.generate([tok.encode(p) for p in PROMPTS], 12, GREEDY, [0, 1])
+    for outcome in outcomes:
+        assert len(outcome.phases) == 2  # after the prompt, then after 6 tokens
+        for phase in outcome.phases:
+            assert phase["loss_after"] < phase["loss_per_step"][0]
+    after = rr.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in rr.model.parameters())
+
+
+def test_hard_selection_changes_only_the_selected_layers():
+    rr, tok = rerouter("qwen2_moe", steps=2, lr=0.5, interval=50, layer_selection="hard", layer_fraction=0.5)
+    (outcome,) = rr.generate([tok.encode(PROMPTS[0])], 4, GREEDY, [0])
+    phase = outcome.phases[0]
+    assert len(phase["selected_layers"]) == 1
+    chosen = phase["selected_layers"][0]
+    norms = outcome.block_deltas[0].norm(dim=-1)
+    assert norms[chosen] > 0 and all(norms[i] == 0 for i in range(len(norms)) if i != chosen)
+
+
+def test_soft_selection_scales_each_layers_update_by_its_weight():
+    """One step: the soft update of layer l is exactly w_l times the unscaled Adam update (hard selection
+    of every layer gives weight 1 to all)."""
+    soft, tok = rerouter("olmoe", steps=1, lr=0.1, interval=50)
+    unscaled, _ = rerouter("olmoe", steps=1, lr=0.1, interval=50, layer_selection="hard", layer_fraction=1.0)
+    prompt = [tok.encode(PROMPTS[1])]
+    (scaled_run,) = soft.generate(prompt, 2, GREEDY, [0])
+    (full_run,) = unscaled.generate(prompt, 2, GREEDY, [0])
+    weights = torch.tensor(scaled_run.phases[0]["layer_weights"])
+    assert full_run.phases[0]["layer_weights"] == [1.0, 1.0] and 0 < weights.min() < weights.max() < 1
+    torch.testing.assert_close(scaled_run.block_deltas[0], weights.unsqueeze(-1) * full_run.block_deltas[0],
+                               rtol=1e-4, atol=1e-8)
+
+
+def test_confidence_order_and_layer_weights():
+    confidence = torch.tensor([[1.0, 3.0, 2.0, 4.0]])
+    torch.testing.assert_close(layer_weights(confidence, "soft", 0.5, "paper"), torch.tensor([[0.1, 0.3, 0.2, 0.4]]))
+    inverse = layer_weights(confidence, "soft", 0.5, "inverse")
+    assert inverse.argmax().item() == 0 and torch.isclose(inverse.sum(), torch.tensor(1.0))
+    assert layer_weights(confidence, "hard", 0.5, "paper").tolist() == [[0.0, 1.0, 0.0, 1.0]]
+    assert layer_weights(confidence, "hard", 0.5, "inverse").tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    with pytest.raises(ValueError, match="layer_selection='all'"):
+        layer_weights(confidence, "all", 0.5, "paper")
+
+
+def test_next_token_after_an_update_equals_a_fresh_forward_under_the_new_deltas():
+    """No stale cache: every token is the argmax of a full forward over the whole context under the
+    deltas in effect for its block."""
+    interval = 3
+    rr, tok = rerouter("olmoe", steps=3, lr=2.0, interval=interval)
+    prompt = tok.encode(PROMPTS[0])
+    (outcome,) = rr.generate([prompt], 9, GREEDY, [0])
+    assert len(outcome.block_deltas) == 3 and not torch.equal(outcome.block_deltas[0], outcome.block_deltas[1])
+    for position, token in enumerate(outcome.tokens):
+        deltas = outcome.block_deltas[position // interval]
+        context = torch.tensor([prompt + outcome.tokens[:position]])
+        with torch.no_grad(), rr.moe.settings(bias=deltas.unsqueeze(0)):
+            expected = int(rr.model(context).logits[0, -1].argmax())
+        assert token == expected, position
+
+
+def test_batched_rows_equal_single_rows():
+    rr, tok = rerouter("qwen3_moe", steps=2, lr=0.5, interval=5)
+    both = rr.generate([tok.encode(p) for p in PROMPTS], 10, GREEDY, [0, 1])
+    for index, prompt in enumerate(PROMPTS):
+        (alone,) = rr.generate([tok.encode(prompt)], 10, GREEDY, [index])
+        assert alone.tokens == both[index].tokens
+        assert alone.phases[0]["loss_per_step"] == pytest.approx(both[index].phases[0]["loss_per_step"], rel=1e-4)
+
+
+def test_memory_bounding_options_run_and_lower_the_loss():
+    for options in ({"loss_window": 8}, {"gradient_checkpointing": True}):
+        rr, tok = rerouter("olmoe", steps=3, lr=0.5, interval=50, **options)
+        (outcome,) = rr.generate([tok.encode(PROMPTS[1])], 3, GREEDY, [0])
+        losses = outcome.phases[0]["loss_per_step"]
+        assert losses[-1] < losses[0]
+    plain, tok = rerouter("olmoe", steps=3, lr=0.5, interval=50)
+    checkpointed, _ = rerouter("olmoe", steps=3, lr=0.5, interval=50, gradient_checkpointing=True)
+    a = plain.generate([tok.encode(PROMPTS[1])], 3, GREEDY, [0])[0]
+    b = checkpointed.generate([tok.encode(PROMPTS[1])], 3, GREEDY, [0])[0]
+    torch.testing.assert_close(a.block_deltas[0], b.block_deltas[0], rtol=1e-5, atol=1e-7)
+
+
+def test_costs_count_the_optimisation_separately():
+    rr, tok = rerouter("olmoe", steps=2, lr=0.5, interval=4)
+    prompt = tok.encode(PROMPTS[0])
+    (outcome,) = rr.generate([prompt], 8, GREEDY, [0])
+    cost = outcome.cost
+    assert cost.generated_tokens == 8 and cost.prompt_tokens == len(prompt)
+    # two phases (prompt, prompt+4) of 2 forward+backward steps; one re-prefill after the second update
+    assert cost.extra_forward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4) + (len(prompt) + 4)
+    assert cost.extra_backward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4)
+    assert cost.extra_flops > cost.flops > 0
+
+
+def test_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="layer_fraction=0"):
+        RerouteConfig(layer_selection="hard", layer_fraction=0)
+    with pytest.raises(ValueError, match="confidence_order='reverse'"):
+        RerouteConfig(confidence_order="reverse")
