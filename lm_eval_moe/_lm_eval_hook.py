@@ -32,6 +32,7 @@ MODEL_TARGETS: dict[str, str] = {
     "moe_search": "lm_eval_moe.model_wrappers.moe_search:MoESearchLM",
     "moe_des": "lm_eval_moe.model_wrappers.moe_search:MoEDESLM",
     "moe_reroute": "lm_eval_moe.model_wrappers.moe_reroute:MoERerouteLM",
+    "moe_c3po": "lm_eval_moe.model_wrappers.moe_c3po:MoEC3POLM",
 }
 
 _REGISTRY_MODULE = "lm_eval.api.registry"

@@ -8,8 +8,11 @@ expert-token products, FLOPs) for the task metrics and the run totals.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import torch
 
 from lm_eval.api.instance import Instance
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
@@ -58,6 +61,12 @@ class MoEHFLM(MoEHFLMBase):
             ids.update(configured)
         return ids
 
+    @contextlib.contextmanager
+    def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, costs: list[Cost]) -> Iterator[None]:
+        """Routing settings for one generation batch (subclasses: C3PO's re-mixing); extra work goes
+        into ``costs`` (one per row)."""
+        yield
+
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         results: list[str] = []
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_hf generate_until")
@@ -88,7 +97,8 @@ class MoEHFLM(MoEHFLMBase):
             context_enc = context_enc.to(self.device)
             attn_masks = attn_masks.to(self.device)
             counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
-            with self.moe.settings(expert_count=counts):
+            extra = [Cost() for _ in contexts]
+            with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, extra):
                 output = self._model_generate(
                     context=context_enc,
                     attention_mask=attn_masks,
@@ -100,7 +110,9 @@ class MoEHFLM(MoEHFLMBase):
             for row, (tokens, context) in enumerate(zip(output[:, context_enc.shape[1] :].tolist(), contexts)):
                 generated = count_generated_tokens(tokens, eos_ids, until, self.tok_decode)
                 prompt_length = int(prompt_lengths[row])
-                cost = Cost(prompt_tokens=prompt_length, generated_tokens=generated)
+                cost = extra[row]
+                cost.prompt_tokens += prompt_length
+                cost.generated_tokens += generated
                 # the model processes the prompt and every generated token but the last (sampled, never fed)
                 cost.add_forward(self.cost_model, prompt_length + max(generated - 1, 0), 0, counts)
                 self.totals.add(cost)

@@ -268,6 +268,7 @@ class DynamicMoE:
         expert_count: int | Sequence[int] | None = None,
         row_expert_counts: Sequence[int | Sequence[int]] | torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        mix: tuple[float, dict[int, torch.Tensor]] | None = None,
     ) -> Iterator[DynamicMoE]:
         """Temporarily apply routing settings; restores the previous ones on exit."""
         saved = (self._layer_k, self._row_k, self._row_uniform, self._bias, self._mix)
@@ -277,6 +278,8 @@ class DynamicMoE:
             self.set_row_expert_counts(row_expert_counts)
             if bias is not None:
                 self.set_router_bias(bias)
+            if mix is not None:
+                self.set_routing_mix(*mix)
             yield self
         finally:
             self._layer_k, self._row_k, self._row_uniform, self._bias, self._mix = saved

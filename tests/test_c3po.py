@@ -1,0 +1,77 @@
+"""C3PO kernel-regression baseline."""
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from lm_eval_moe.model_wrappers.args import ModelArgError
+from lm_eval_moe.model_wrappers.moe_c3po import MoEC3POLM
+from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
+from lm_eval_moe.reroute.c3po import ReferenceSet, last_layers, prompt_features
+
+PROMPTS = ["Q: 12+7\nA:", "Solve: 3*4 =", "Hello there"]
+
+
+def _requests():
+    kwargs = {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}
+    return [Instance("generate_until", doc={}, arguments=(p, dict(kwargs)), idx=0) for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def references(tiny_model_dir, tmp_path_factory):
+    """References from the model's own features on three prompts (as if it had solved them)."""
+    lm = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu")
+    ids, mask = lm.tok_batch_encode(["Q: 5+5\nA:", "Compute 2*9 =", "Good morning"])
+    layers = last_layers(lm.moe, 5)
+    embeddings, routing = prompt_features(lm.model, lm.moe, ids, mask, layers)
+    path = tmp_path_factory.mktemp("c3po") / "refs.pt"
+    ReferenceSet(embeddings, routing, layers, {"model": "tiny"}).save(path)
+    return path
+
+
+def test_kernel_regression_weights_the_nearest_references():
+    refs = ReferenceSet(torch.eye(3), torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.5]]]), [0])
+    mixed = refs.neighbour_routing(torch.tensor([[1.0, 0.0, 0.0]]), neighbours=2, bandwidth=0.1)
+    weight_first = 1 / (1 + torch.exp(torch.tensor(-10.0)))  # softmax of (1, 0) / 0.1 over the two nearest
+    torch.testing.assert_close(mixed[0, 0, 0], weight_first * 1.0 + (1 - weight_first) * 0.0)
+
+
+def test_alpha_zero_is_moe_hf(tiny_model_dir, references):
+    plain = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=3).generate_until(_requests())
+    c3po = MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=3, references=str(references), alpha=0.0)
+    responses = c3po.generate_until(_requests())
+    assert [str(r) for r in responses] == [str(r) for r in plain]
+    assert all(r.meta["cost"]["extra_flops"] > 0 for r in responses)  # the embedding forward is counted
+
+
+def test_alpha_one_routes_by_the_neighbours(tiny_model_dir, references):
+    c3po = MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=1, references=str(references), alpha=1.0)
+    ids, mask = c3po.tok_batch_encode([PROMPTS[0]])
+    embeddings, _ = prompt_features(c3po.model, c3po.moe, ids, mask, c3po.references.layers)
+    target = c3po.references.neighbour_routing(embeddings)
+    with c3po.moe.record() as recorder, c3po.batch_routing(ids, mask, [c3po.totals.cost]):
+        with torch.no_grad():
+            c3po.model(ids)
+    for call in recorder.calls:
+        if call.layer in c3po.references.layers:
+            layer_target = target[0, c3po.references.layers.index(call.layer)]
+            expected = set(torch.topk(layer_target, 2).indices.tolist())
+            assert all(set(row.tolist()) == expected for row in call.expert_index)
+
+
+def test_references_must_match_the_model(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.pt"
+    ReferenceSet(torch.ones(1, 4), torch.ones(1, 1, 3), [0], {"model": "other"}).save(bad)
+    with pytest.raises(ModelArgError, match="built for another model"):
+        MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu", references=str(bad))
+    with pytest.raises(ModelArgError, match="needs references="):
+        MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu")
+
+
+def test_build_command_refuses_when_nothing_is_solved(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    from lm_eval_moe.cli import main
+
+    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(shared_data))
+    with pytest.raises(SystemExit, match="solved none"):
+        main(["c3po-build", "--model_args", f"pretrained={tiny_model_dir}", "--task", "moe_gsm8k", "--limit", "2",
+              "--max_gen_toks", "4", "--output", str(tmp_path / "refs.pt")])
