@@ -1,7 +1,8 @@
 """Packaging glue that setup.cfg cannot express.
 
-1. The repository folders ``model_wrappers/`` and ``tasks/`` install as ``lm_eval_moe.model_wrappers``
-   and ``lm_eval_moe.tasks`` (package_dir in setup.cfg); their sub-packages are listed here.
+1. The repository folders ``model_wrappers/``, ``tasks/`` and ``recipes/`` install as
+   ``lm_eval_moe.model_wrappers``, ``lm_eval_moe.tasks`` and ``lm_eval_moe.recipes`` (package_dir in
+   setup.cfg); their sub-packages are listed here.
 2. ``lm_eval_moe.pth`` is installed next to the package so that the stock ``lm_eval`` CLI finds our
    models and tasks (lm-eval 0.4.13 has no plugin discovery). The .pth line only installs a lazy
    import observer (``lm_eval_moe/_lm_eval_hook.py``); nothing heavy runs at interpreter start.
@@ -25,7 +26,7 @@ PTH_LINE = (
 
 def _packages() -> list[str]:
     packages = find_packages(include=["lm_eval_moe", "lm_eval_moe.*"])
-    for folder in ("model_wrappers", "tasks"):
+    for folder in ("model_wrappers", "tasks", "recipes"):
         packages.append(f"lm_eval_moe.{folder}")
         packages += [f"lm_eval_moe.{folder}.{sub}" for sub in find_packages(where=folder)]
     return packages

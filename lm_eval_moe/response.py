@@ -7,6 +7,7 @@ candidates) reach the task metrics without changing lm-eval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -27,3 +28,12 @@ class MoEResponse(str):
 def response_meta(response: Any) -> dict[str, Any]:
     """Metadata of a model response, or an empty dict for plain strings (e.g. lm-eval's ``hf``)."""
     return getattr(response, "meta", None) or {}
+
+
+#: Meta key marking a response to lm-eval's data-parallel padding (not a real sample of the request).
+PADDING = "data_parallel_padding"
+
+
+def real_responses(responses: Sequence[Any]) -> list[Any]:
+    """A request's responses without data-parallel padding (see ``model_wrappers.base.padding_mask``)."""
+    return [response for response in responses if not response_meta(response).get(PADDING)]

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from typing import Any
 
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_moe.cost import CostModel, RunTotals
+from lm_eval_moe.demo import resolve_model_name
 from lm_eval_moe.moe import attach
+from lm_eval_moe.response import PADDING, MoEResponse
 from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_renormalize
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,19 @@ def request_seed(seed: int, request: Instance, repeat: int) -> int:
     or rank: the same document gets the same randomness under any batching or data-parallel split."""
     key = f"{seed}/{request.task_name}/{request.doc_id}/{repeat}/{request.args[0]}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def padding_mask(requests: list[Instance]) -> list[bool]:
+    """Which requests are lm-eval's data-parallel padding: copies of a rank's last request beyond its
+    ``repeats``, added so that ranks run equal request counts. Their responses would be appended to that
+    request's own and counted as extra candidates; they are not generated (no collectives run inside
+    generation, so ranks need not stay in step) and are answered by marked empty responses."""
+    seen: Counter[int] = Counter()
+    mask = []
+    for request in requests:
+        mask.append(seen[id(request)] >= request.repeats)
+        seen[id(request)] += 1
+    return mask
 
 
 class MoEHFLMBase(HFLM):
@@ -46,7 +62,10 @@ class MoEHFLMBase(HFLM):
         expert_count = parse_expert_count(expert_count)
         renormalize_setting = parse_renormalize(renormalize)
         self._allow_request_cache = parse_bool("allow_request_cache", allow_request_cache)
-        super().__init__(pretrained=pretrained, **kwargs)
+        if "tokenizer" in kwargs:
+            kwargs["tokenizer"] = resolve_model_name(kwargs["tokenizer"])
+        super().__init__(pretrained=resolve_model_name(pretrained), **kwargs)
+        self._enable_data_parallel()
         self.moe = attach(self.model, renormalize=renormalize_setting)
         self.moe.set_expert_count(expert_count)
         self.cost_model = CostModel.from_model(self.model, self.moe)
@@ -59,6 +78,19 @@ class MoEHFLMBase(HFLM):
             self._describe_counts(self.moe.default_expert_counts),
             "model rule" if renormalize_setting is None else renormalize_setting,
         )
+
+    def _enable_data_parallel(self) -> None:
+        """HFLM shards requests over ``accelerate launch`` processes only when the machine has more than
+        one GPU; on CPU (``accelerate launch --cpu``) or with several processes on one GPU every process
+        would evaluate every document. Here each process takes its share whenever accelerate started
+        several (the model is never wrapped in DDP: only requests are split)."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None or accelerator.num_processes <= 1 or self._world_size > 1:
+            return
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        logger.info("%s: data parallel, rank %d of %d on %s", self.model_name, self._rank, self._world_size,
+                    accelerator.device)
 
     @staticmethod
     def _describe_counts(counts: list[int]) -> str:
@@ -74,6 +106,30 @@ class MoEHFLMBase(HFLM):
                 "silently. Use one cache path per setting and pass allow_request_cache=true, or drop --use_cache."
             )
         super().set_cache_hook(cache_hook)
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Subclasses generate in :meth:`_generate`; afterwards the run totals are summed over the ranks
+        of a data-parallel run (each rank calls this once per lm-eval run, after its own generation, so
+        ranks that ran different numbers of search rounds never wait on each other mid-generation)."""
+        real = [index for index, padding in enumerate(padding_mask(requests)) if not padding]
+        generated = iter(self._generate([requests[i] for i in real], disable_tqdm) if real else [])
+        self._gather_totals()
+        keep = set(real)
+        return [next(generated) if index in keep else MoEResponse("", {PADDING: True}) for index in range(len(requests))]
+
+    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+        raise NotImplementedError
+
+    def _gather_totals(self) -> None:
+        import torch.distributed as dist
+
+        if self.world_size <= 1 or not dist.is_available() or not dist.is_initialized():
+            self.run_totals = self.totals.as_dict()
+            return
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, self.totals.as_dict())
+        self.run_totals = {key: sum(part[key] for part in gathered) for key in gathered[0]}
+        self.run_totals["ranks"] = self.world_size
 
     def settings(self) -> dict[str, Any]:
         """The routing settings of this run (reported with the results)."""
@@ -97,6 +153,6 @@ class MoEHFLMBase(HFLM):
                 "expert_params": list(self.cost_model.expert_params),
                 "attention_layers": self.cost_model.attention_layers,
             },
-            "totals": self.totals.as_dict(),
+            "totals": getattr(self, "run_totals", None) or self.totals.as_dict(),
         }
         return info

@@ -67,7 +67,7 @@ class MoEHFLM(MoEHFLMBase):
         into ``costs`` (one per row)."""
         yield
 
-    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
         results: list[str] = []
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_hf generate_until")
         batch_size = self.batch_size if self.batch_size != "auto" else self._detect_batch_size()

@@ -59,7 +59,7 @@ class MoERerouteLM(MoEHFLMBase):
                 "loss_window": config.loss_window, "gradient_checkpointing": config.gradient_checkpointing,
                 "seed": self.seed}
 
-    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
         seen: Counter[int] = Counter()
         seeds = []
         for request in requests:

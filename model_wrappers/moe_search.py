@@ -124,6 +124,7 @@ class MoESearchLM(MoEHFLMBase):
         rounding: str = "round_robin",
         refill: str = "replicate",
         finished_compete: Any = False,
+        inherit: Any = True,
         cache_mode: str = "auto",
         prompt_expert_count: str = "path",
         search_batch_size: Any = 4,
@@ -175,6 +176,7 @@ class MoESearchLM(MoEHFLMBase):
             rounding=rounding,  # type: ignore[arg-type]
             refill=refill,  # type: ignore[arg-type]
             finished_compete=parse_bool("finished_compete", finished_compete),
+            inherit=parse_bool("inherit", inherit),
             needs_scores=needs_scores,
         )
         self.seed = parse_int("seed", seed)
@@ -226,6 +228,7 @@ class MoESearchLM(MoEHFLMBase):
             "rounding": config.rounding,
             "refill": config.refill,
             "finished_compete": config.finished_compete,
+            "inherit": config.inherit,
             "seed": self.seed,
             "cache_mode": self.engine.cache_mode,
             "reroute": None if self.rerouter is None else {
@@ -255,7 +258,7 @@ class MoESearchLM(MoEHFLMBase):
         )
         return problem, until, max_tokens
 
-    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
         seen: Counter[int] = Counter()
         prepared = []
         for index, request in enumerate(requests):
@@ -295,7 +298,8 @@ class MoESearchLM(MoEHFLMBase):
                              requires_grad=True)
         config = self.rerouter.config
         optimizer = ScaledAdam(deltas, config.lr, eps=config.eps, weight_decay=config.weight_decay)
-        self.rerouter.optimise([p.prompt_ids for p in problems], deltas, optimizer, list(range(len(problems))), costs)
+        self.rerouter.optimise([p.prompt_ids for p in problems], deltas, optimizer, list(range(len(problems))), costs,
+                               [p.seed for p in problems])
         self.engine.problem_bias = {p.index: deltas[i].detach() for i, p in enumerate(problems)}
         return costs
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from lm_eval_moe.response import response_meta
+from lm_eval_moe.response import real_responses, response_meta
 from lm_eval_moe.scoring.code import ExecutionResult, extract_program, shared_runner
 from lm_eval_moe.tasks.code_data import problem_from_doc
-from lm_eval_moe.tasks.reasoning import COST_METRICS
+from lm_eval_moe.tasks.reasoning import COST_METRICS, routing_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ExecuteCode(Filter):
             problem = problem_from_doc(doc)
             problems[problem.task_id] = problem
             per_doc = []
-            for response in responses:
+            for response in real_responses(responses):
                 texts = [str(response)] + [str(c["text"]) for c in response_meta(response).get("candidates", [])]
                 keys = []
                 for text in texts:
@@ -118,7 +118,7 @@ class ExecuteCode(Filter):
             "execution": executions[0].as_dict(),
             "candidates": [e.as_dict() for e in executions[1:]],
             "cost": meta.get("cost", {}),
-            "search": {k: v for k, v in meta.get("search", {}).items() if k == "avg_expert_count"},
+            "routing": routing_metrics(meta),
         }
 
 
@@ -138,6 +138,5 @@ def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float
         values = [r["cost"][name] for r in records if name in r["cost"]]
         if values:
             metrics[name] = float(sum(values))
-    if "avg_expert_count" in records[0]["search"]:
-        metrics["avg_expert_count"] = float(records[0]["search"]["avg_expert_count"])
+    metrics.update(records[0]["routing"])
     return metrics

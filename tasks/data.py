@@ -178,6 +178,23 @@ def _normalise(
     return split.map(convert, with_indices=True)
 
 
+DEMO_TEST_PROBLEMS = 200
+DEMO_SEED = 20261122
+
+
+def _demo_arith() -> datasets.DatasetDict:
+    """The demo's held-out problems (never in its training data: see lm_eval_moe.demo.arith)."""
+    from lm_eval_moe.demo.arith import problems
+
+    def rows(held_out: bool, count: int) -> datasets.Dataset:
+        return datasets.Dataset.from_list([
+            {"moe_id": f"demo_arith/{i}", "moe_question": p.question, "moe_gold": str(p.answer), "moe_solution": p.solution}
+            for i, p in enumerate(problems(DEMO_SEED + held_out, count, held_out=held_out))
+        ])
+
+    return datasets.DatasetDict({"test": rows(True, DEMO_TEST_PROBLEMS), "fewshot": rows(False, 50)})
+
+
 def _livecodebench(release: str, start_date: str | None, end_date: str | None) -> datasets.DatasetDict:
     """LiveCodeBench code generation: a release (cumulative ``release_vN`` or a delta ``vN``) and an
     optional contest-date window (ISO dates, inclusive)."""
@@ -225,6 +242,8 @@ def load_benchmark(
     LiveCodeBench reads ``release``, ``start_date`` and ``end_date`` from ``--metadata``)."""
     if benchmark == "livecodebench":
         return _livecodebench(str(release), start_date, end_date)
+    if benchmark == "demo_arith":
+        return _demo_arith()
     spec = _benchmark(benchmark, subject)
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:

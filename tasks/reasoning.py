@@ -21,7 +21,7 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from lm_eval_moe.response import response_meta
+from lm_eval_moe.response import real_responses, response_meta
 from lm_eval_moe.scoring import CHECKERS, Verdict, majority_index, sample_metrics
 
 MATH_INSTRUCTION = (
@@ -58,7 +58,7 @@ class KeepAll(Filter):
     silently drop all but one of the ``repeats`` (self-consistency)."""
 
     def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        return [list(responses) for responses in resps]
+        return [real_responses(responses) for responses in resps]
 
 
 def _select(verdicts: Sequence[Verdict]) -> Verdict:
@@ -83,9 +83,24 @@ def score_sample(doc: dict[str, Any], results: Sequence[Any], check: Callable[[s
         values = [meta["cost"][name] for meta in metas if name in meta.get("cost", {})]
         if values:
             metrics[name] = float(sum(values))
-    search = metas[0].get("search")
-    if search and "avg_expert_count" in search:
+    metrics.update(routing_metrics(metas[0]))
+    return metrics
+
+
+def routing_metrics(meta: dict[str, Any]) -> dict[str, float]:
+    """Search and rerouting facts of a response, as sample metrics (read by the leaderboard plots)."""
+    metrics = {}
+    search = meta.get("search") or {}
+    if "avg_expert_count" in search:
         metrics["avg_expert_count"] = float(search["avg_expert_count"])
+    selected = meta.get("selected")
+    if selected and selected.get("expert_count") is not None:
+        k = selected["expert_count"]
+        metrics["selected_expert_count"] = float(sum(k) / len(k)) if isinstance(k, list) else float(k)
+    entropy = (meta.get("reroute") or {}).get("block_entropy") or []
+    if entropy:
+        metrics["router_entropy_first_block"] = float(entropy[0])
+        metrics["router_entropy_last_block"] = float(entropy[-1])
     return metrics
 
 

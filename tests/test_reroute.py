@@ -7,6 +7,7 @@ from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig
 from lm_eval_moe.moe import attach
 from lm_eval_moe.reroute import RerouteConfig, Rerouter, ScaledAdam, layer_weights
+from lm_eval_moe.reroute.confidence import random_layer_rank
 from lm_eval_moe.testing import byte_tokenizer, tiny_moe
 
 PROMPTS = ["Q: 1+2\nA: 3\nQ: 2+2\nA:", "Hello world, this is a test of"]
@@ -93,8 +94,31 @@ def test_confidence_order_and_layer_weights():
     assert inverse.argmax().item() == 0 and torch.isclose(inverse.sum(), torch.tensor(1.0))
     assert layer_weights(confidence, "hard", 0.5, "paper").tolist() == [[0.0, 1.0, 0.0, 1.0]]
     assert layer_weights(confidence, "hard", 0.5, "inverse").tolist() == [[1.0, 0.0, 1.0, 0.0]]
-    with pytest.raises(ValueError, match="layer_selection='all'"):
-        layer_weights(confidence, "all", 0.5, "paper")
+    with pytest.raises(ValueError, match="layer_selection='top'"):
+        layer_weights(confidence, "top", 0.5, "paper")
+
+
+def test_ablation_layer_selections():
+    confidence = torch.tensor([[1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    assert layer_weights(confidence, "all", 0.5, "paper").tolist() == [[1.0] * 4] * 2
+    assert layer_weights(confidence, "last", 0.25, "paper").tolist() == [[0.0, 0.0, 0.0, 1.0]] * 2
+    rank = random_layer_rank([7, 8], 4)
+    assert torch.equal(rank, random_layer_rank([7, 8], 4)) and not torch.equal(rank[0], rank[1])
+    chosen = layer_weights(confidence, "random", 0.5, "paper", rank)
+    assert chosen.sum(dim=-1).tolist() == [2.0, 2.0]
+    assert torch.equal(chosen, layer_weights(confidence.flip(-1), "random", 0.5, "paper", rank))  # ignores C
+    with pytest.raises(ValueError, match="random needs"):
+        layer_weights(confidence, "random", 0.5, "paper")
+
+
+def test_random_selection_updates_only_the_drawn_layers_per_sample():
+    rr, tok = rerouter("qwen2_moe", steps=2, lr=0.5, interval=50, layer_selection="random", layer_fraction=0.5)
+    outcomes = rr.generate([tok.encode(p) for p in PROMPTS[:2]], 4, GREEDY, [11, 12])
+    for outcome, seed in zip(outcomes, [11, 12]):
+        (chosen,) = outcome.phases[0]["selected_layers"]
+        assert chosen == int(random_layer_rank([seed], 2)[0].argmax())
+        norms = outcome.block_deltas[0].norm(dim=-1)
+        assert norms[chosen] > 0 and all(norms[i] == 0 for i in range(len(norms)) if i != chosen)
 
 
 def test_next_token_after_an_update_equals_a_fresh_forward_under_the_new_deltas():

@@ -73,6 +73,19 @@ def test_des_splits_the_budget_over_k_and_paths_inherit_their_k(policy, verifier
     assert outcome.result.steps[0]["expert_count_mean"] == pytest.approx(sum(c[0] for c in counts) / 4)
     assert {c.expert_count for c in outcome.result.candidates} <= set(counts)
 
+def test_des_without_inheritance_draws_each_childs_k_from_k(policy, verifier):
+    counts = ((1, 1), (2, 2), (4, 4), (8, 8))
+    config = dataclasses.replace(CONFIG, expert_counts=counts, inherit=False)
+    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    deeper = [n for n in outcome.nodes if n.depth > 1]
+    assert deeper and {n.expert_count for n in deeper} <= set(counts)
+    assert any(n.expert_count != n.parent.expert_count for n in deeper)  # 8 children per step, 4 choices
+    first = sorted(n.expert_count for n in outcome.nodes if n.depth == 1)
+    assert first == sorted(c for c in counts for _ in range(2))  # t = 0 is the same split as with inheritance
+    again = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)[0]
+    assert [n.expert_count for n in again.nodes] == [n.expert_count for n in outcome.nodes]  # seeded
+
+
 
 def test_top_m_keeps_the_best_live_candidates(policy, verifier):
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))

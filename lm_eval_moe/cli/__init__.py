@@ -1,4 +1,5 @@
-"""``lm-eval-moe``: commands around lm-eval runs (C3PO reference sets; more in later subcommands)."""
+"""``lm-eval-moe``: commands around lm-eval runs: leaderboards, regression gates, paper reproduction recipes,
+C3PO reference sets."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import argparse
 import logging
 import sys
 
-from lm_eval_moe.cli import c3po_build
+from lm_eval_moe.cli import c3po_build, leaderboard, regress, reproduce
 
-COMMANDS = {"c3po-build": c3po_build}
+COMMANDS = {"leaderboard": leaderboard, "regress": regress, "reproduce": reproduce, "c3po-build": c3po_build}
 
 
 def main(argv: list[str] | None = None) -> int:

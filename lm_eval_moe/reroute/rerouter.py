@@ -35,7 +35,7 @@ from lm_eval_moe.cost import BACKWARD_FLOPS_FACTOR, Cost, CostModel
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.reroute.adam import ScaledAdam
-from lm_eval_moe.reroute.confidence import Order, Selection, layer_confidence, layer_weights
+from lm_eval_moe.reroute.confidence import Order, Selection, layer_confidence, layer_weights, random_layer_rank
 
 _STOP_WINDOW = 16
 
@@ -60,7 +60,8 @@ class RerouteConfig:
             raise ValueError(f"lr={self.lr}: must be >= 0")
         if self.loss_window is not None and self.loss_window < 2:
             raise ValueError(f"loss_window={self.loss_window}: must be >= 2 tokens")
-        layer_weights(torch.ones(1, 2), self.layer_selection, self.layer_fraction, self.confidence_order)
+        layer_weights(torch.ones(1, 2), self.layer_selection, self.layer_fraction, self.confidence_order,
+                      torch.ones(1, 2))
 
 
 @dataclass
@@ -122,8 +123,9 @@ class Rerouter:
 
     # ---------------------------------------------------------------- Phase 1
     def optimise(self, contexts: Sequence[Sequence[int]], deltas: torch.Tensor, optimizer: ScaledAdam,
-                 rows: list[int], costs: list[Cost]) -> list[dict[str, Any]]:
-        """T Adam steps on the rows ``rows`` of ``deltas`` (batch, layers, experts); returns per-row records."""
+                 rows: list[int], costs: list[Cost], seeds: Sequence[int]) -> list[dict[str, Any]]:
+        """T Adam steps on the rows ``rows`` of ``deltas`` (batch, layers, experts); returns per-row records.
+        ``seeds``: one per row of ``deltas`` (the ``random`` layer selection draws from them)."""
         config, counts = self.config, self.moe.expert_counts
         ids, mask, positions = _padded(contexts, self.pad_id, self.device)
         window = config.loss_window if config.loss_window and config.loss_window < ids.shape[1] else None
@@ -151,7 +153,8 @@ class Rerouter:
                         calls = recorder.calls[-self.moe.num_layers :]
                         confidence = layer_confidence(calls, self.moe.num_layers, loss_mask)
                         weights = layer_weights(confidence, config.layer_selection, config.layer_fraction,
-                                                config.confidence_order)
+                                                config.confidence_order,
+                                                random_layer_rank([seeds[r] for r in rows], self.moe.num_layers))
                         scale[rows] = weights
                     row_losses = _row_losses(logits, loss_ids, loss_mask)
                     # inside the bias context: checkpointed layers recompute their routing in backward
@@ -195,7 +198,7 @@ class Rerouter:
             contexts = [list(prompts[i]) + outcomes[i].tokens for i in active]
             before = deltas.detach().clone()
             if config.steps > 0:
-                records = self.optimise(contexts, deltas, optimizer, active, [o.cost for o in outcomes])
+                records = self.optimise(contexts, deltas, optimizer, active, [o.cost for o in outcomes], seeds)
                 for row, record in zip(active, records):
                     outcomes[row].phases.append(record)
             changed = not torch.equal(before, deltas.detach())

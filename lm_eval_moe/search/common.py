@@ -54,6 +54,7 @@ class SearchConfig:
     rounding: Rounding = "round_robin"  # when N / |C_t| is not whole
     refill: Refill = "replicate"  # fewer than M live states: spend the whole budget on them, or not
     finished_compete: bool = False  # finished candidates compete for Top_M (and are dropped if they lose)
+    inherit: bool = True  # DES: children keep their parent's k (False: the inheritance ablation)
     needs_scores: bool = True  # False: verifier-free final rule (self-consistency)
 
     def __post_init__(self) -> None:

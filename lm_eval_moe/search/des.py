@@ -11,10 +11,14 @@ Configurable where the paper is silent (SearchConfig): rounding when N / |C_t| o
 (replicate: spend the whole budget on them; none), aggregation of step scores, the final rule, and
 whether finished candidates compete for Top_M. With K = {the model's k} DES is beam search with
 beam width N / M (tested: identical candidates for the same seed).
+
+Inheritance ablation (``inherit=False``, our construction: the paper's ablation is not specified to us):
+from t = 1 on every child draws its k uniformly from K (seeded per slot) instead of keeping its parent's.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Generator
 
 from lm_eval_moe.generation.nodes import Node, root_node
@@ -31,6 +35,13 @@ def initial_counts(config: SearchConfig) -> list[tuple[int, ...]]:
     if config.rounding == "round_robin":
         counts += list(config.expert_counts[: config.budget - len(counts)])
     return counts
+
+
+def child_count(config: SearchConfig, parent: Node, step: int, slot: int, problem_seed: int) -> tuple[int, ...]:
+    """The k of a child: its parent's (inheritance), or in the ablation a uniform draw from K."""
+    if config.inherit:
+        return parent.expert_count
+    return random.Random(slot_seed(problem_seed, step, slot) ^ 0x6B).choice(config.expert_counts)
 
 
 def run(problem: Problem, config: SearchConfig) -> Generator:
@@ -50,7 +61,10 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
         else:
             states = kept if config.refill == "replicate" else kept + [None] * (config.keep - len(kept))
             parents = [p for p in replicate(states, config.budget, config.rounding) if p is not None]
-            requests = [step_expansion(p, slot_seed(problem.seed, t, slot), config, last) for slot, p in enumerate(parents)]
+            requests = [
+                step_expansion(p, slot_seed(problem.seed, t, slot), config, last, expert_count=child_count(config, p, t, slot, problem.seed))
+                for slot, p in enumerate(parents)
+            ]
         children = yield Expand(requests)
         scores = yield Score(children)
         scored = [candidate(child, score, config) for child, score in zip(children, scores)]

@@ -1,0 +1,52 @@
+"""Merge lm-eval results into one leaderboard: Markdown, CSV, a self-contained HTML page, PNG plots.
+
+    lm-eval-moe leaderboard results/ other_run/results_2026-11-22T10-00-00.json --output leaderboard/
+
+Rows are model x method x task; columns accuracy +- standard error, precision, pass@N, generated tokens,
+FLOPs and average k (the last four from our models only). Plots: accuracy vs FLOPs and vs tokens per
+method and task, the distribution of the chosen k, router entropy of rerouting runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="lm-eval --output_path folders or results_*.json files")
+    parser.add_argument("--output", default="leaderboard", help="folder for leaderboard.{md,csv,html} and plots")
+    parser.add_argument("--no-groups", action="store_true", help="leave group aggregates out of the table")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lm_eval_moe.leaderboard import ResultsError, load_runs
+    from lm_eval_moe.leaderboard.table import markdown, rows, to_csv, to_html
+
+    try:
+        runs = load_runs(args.results)
+    except ResultsError as error:
+        print(f"error: {error}")
+        return 2
+    table = rows(runs, include_groups=not args.no_groups)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    images: dict[str, bytes] = {}
+    if not args.no_plots:
+        from lm_eval_moe.leaderboard.plots import PlotDependencyError, all_plots
+
+        try:
+            images = all_plots(runs, table)
+        except PlotDependencyError as error:
+            print(f"error: {error}")
+            return 2
+        for name, png in images.items():
+            (output / f"{name}.png").write_bytes(png)
+    (output / "leaderboard.md").write_text(markdown(table))
+    (output / "leaderboard.csv").write_text(to_csv(table))
+    (output / "leaderboard.html").write_text(to_html(table, images))
+    print(markdown(table))
+    print(f"{len(runs)} run(s), {len(table)} rows -> {output}/leaderboard.{{md,csv,html}}"
+          + (f" and {len(images)} plot(s)" if images else ""))
+    return 0

@@ -1,0 +1,125 @@
+"""Deterministic multi-step arithmetic word problems with step-by-step solutions.
+
+A problem is a start value and a chain of operations told as a short story; the solution computes one
+operation per step ("12 + 5 = 17"), steps separated by a blank line (the PRM step format), and ends with
+the answer in ``\\boxed{}``. Difficulty is the number of operations and the size of the numbers.
+
+Held-out split: a problem belongs to the test set iff a hash of its text falls in the test bucket, so no
+seed or generation order can put a test problem into training data. Verifier training data: solutions
+with one corrupted step (a wrong result, carried forward), labelled per step (good before the error, bad
+from it on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+NAMES = ("Ana", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana", "Ivy", "Jon", "Kai", "Lea", "Max", "Nia", "Omar",
+         "Pia")
+ITEMS = ("apples", "coins", "books", "stamps", "shells", "pens", "cards", "marbles", "cookies", "stickers")
+TEST_BUCKETS = 5  # one bucket in five is held out
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    min_steps: int = 2
+    max_steps: int = 3
+    max_start: int = 20
+    max_operand: int = 9
+    allow_multiply: bool = False
+
+
+@dataclass(frozen=True)
+class ArithProblem:
+    question: str
+    steps: tuple[str, ...]  # reasoning steps, the last one states the boxed answer
+    answer: int
+
+    @property
+    def solution(self) -> str:
+        return "\n\n".join(self.steps)
+
+    @property
+    def held_out(self) -> bool:
+        return is_held_out(self.question)
+
+
+def is_held_out(question: str) -> bool:
+    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % TEST_BUCKETS == 0
+
+
+def _operation(rng: random.Random, value: int, difficulty: Difficulty) -> tuple[str, int]:
+    choices = ["+", "-"] + (["*"] if difficulty.allow_multiply and value <= 20 else [])
+    operator = rng.choice(choices)
+    if operator == "-" and value == 0:
+        operator = "+"
+    if operator == "+":
+        operand = rng.randint(1, difficulty.max_operand)
+    elif operator == "-":
+        operand = rng.randint(1, min(value, difficulty.max_operand))
+    else:
+        operand = rng.randint(2, 3)
+    return operator, operand
+
+
+_TELLING = {
+    "+": ("gets {n} more", "finds {n} more", "is given {n} more"),
+    "-": ("gives away {n}", "loses {n}", "uses {n}"),
+    "*": ("then has {n} times as many",),
+}
+
+
+def make_problem(rng: random.Random, difficulty: Difficulty = Difficulty()) -> ArithProblem:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    value = rng.randint(1, difficulty.max_start)
+    clauses, steps = [], []
+    for _ in range(rng.randint(difficulty.min_steps, difficulty.max_steps)):
+        operator, operand = _operation(rng, value, difficulty)
+        result = {"+": value + operand, "-": value - operand, "*": value * operand}[operator]
+        clauses.append(rng.choice(_TELLING[operator]).format(n=operand))
+        steps.append(f"{value} {operator} {operand} = {result}")
+        value = result
+    question = f"{name} has {steps[0].split()[0]} {item}. {name} " + ", then ".join(clauses) + f". How many {item} now?"
+    steps.append(f"The answer is \\boxed{{{value}}}")
+    return ArithProblem(question, tuple(steps), value)
+
+
+def problems(seed: int, count: int, held_out: bool, difficulty: Difficulty = Difficulty()) -> list[ArithProblem]:
+    """``count`` distinct problems of one split (test if ``held_out``), in a fixed order for a seed."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    found: list[ArithProblem] = []
+    attempts = 0
+    while len(found) < count:
+        attempts += 1
+        if attempts > 200 * count + 10000:
+            raise ValueError(f"cannot find {count} distinct problems at {difficulty}")
+        problem = make_problem(rng, difficulty)
+        if problem.held_out != held_out or problem.question in seen:
+            continue
+        seen.add(problem.question)
+        found.append(problem)
+    return found
+
+
+def corrupt(problem: ArithProblem, rng: random.Random) -> tuple[list[str], list[int]]:
+    """A wrong solution: one step's result is off, the error is carried forward. Labels per step: 1 good, 0 bad."""
+    work = list(problem.steps[:-1])
+    wrong_at = rng.randrange(len(work))
+    steps, labels = [], []
+    value = None
+    for index, step in enumerate(work):
+        left, right = step.split(" = ")
+        a, operator, b = left.split()
+        a = int(a) if value is None else value
+        result = {"+": a + int(b), "-": a - int(b), "*": a * int(b)}[operator]
+        if index == wrong_at:
+            result += rng.choice([-3, -2, -1, 1, 2, 3])
+        steps.append(f"{a} {operator} {b} = {result}")
+        labels.append(1 if index < wrong_at else 0)
+        value = result
+    steps.append(f"The answer is \\boxed{{{value}}}")
+    labels.append(0)
+    return steps, labels

@@ -1,0 +1,109 @@
+"""Turning a recipe's runs into lm_eval command lines, task variants, and "is it done?" checks.
+
+Each run writes to ``<output>/<run id>/`` (lm-eval's --output_path); a run is finished when a results
+file there reports its task, so rerunning a recipe resumes where it stopped. ``repeats`` cannot be set
+from lm_eval's command line: a variant task YAML (``include:`` of the shipped one, plus ``repeats``) is
+written to ``<output>/_tasks/`` and passed with --include_path.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from lm_eval_moe.reproduce.recipe import RecipeError, RunSpec
+
+
+def shipped_task_file(task: str) -> Path:
+    """The YAML file of one of our tasks."""
+    import lm_eval_moe.tasks
+
+    root = Path(lm_eval_moe.tasks.__file__).parent
+    for path in root.rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            if line.strip() == f"task: {task}":
+                return path
+    raise RecipeError(f"task {task!r} is not one of lm_eval_moe's tasks (a variant with repeats needs one)")
+
+
+def task_name(spec: RunSpec) -> str:
+    return f"{spec.task}_x{spec.repeats}" if spec.repeats else spec.task
+
+
+def write_task_variant(spec: RunSpec, output: Path) -> Path | None:
+    """The --include_path folder holding the run's task variant, if it needs one."""
+    if not spec.repeats:
+        return None
+    folder = output / "_tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (f"# written by lm-eval-moe reproduce: {spec.task} with repeats={spec.repeats}\n"
+            f"include: {shipped_task_file(spec.task)}\ntask: {task_name(spec)}\nrepeats: {spec.repeats}\n")
+    (folder / f"{task_name(spec)}.yaml").write_text(text)
+    return folder
+
+
+def _model_args(args: dict) -> str:
+    parts = []
+    for key, value in args.items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
+        if "," in text and not isinstance(value, (list, dict)):
+            raise RecipeError(f"model arg {key}={text!r} contains a comma, which lm_eval's --model_args cannot carry")
+        parts.append(f"{key}={text}")
+    return ",".join(parts)
+
+
+def fill(template: str, spec: RunSpec, output: Path) -> str:
+    fields = {**{k: str(v) for k, v in spec.model_args.items()}, **spec.values, "output": str(output),
+              "run_id": spec.run_id.replace("/", "_"), "task": spec.task}
+    try:
+        return template.format(**fields)
+    except KeyError as error:
+        raise RecipeError(f"run {spec.run_id}: placeholder {error} is not a field of the run "
+                          f"({', '.join(sorted(fields))})") from None
+
+
+def lm_eval_command(spec: RunSpec, output: Path, limit: int | None, launcher: list[str]) -> list[str]:
+    args = {key: fill(value, spec, output) if isinstance(value, str) else value for key, value in spec.model_args.items()}
+    command = [*launcher, "--model", spec.model, "--model_args", _model_args(args), "--tasks", task_name(spec),
+               "--output_path", str(output / spec.run_id), "--log_samples"]
+    if spec.num_fewshot is not None:
+        command += ["--num_fewshot", str(spec.num_fewshot)]
+    if spec.gen_kwargs:
+        command += ["--gen_kwargs", spec.gen_kwargs]
+    if spec.repeats:
+        command += ["--include_path", str(output / "_tasks")]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    for flag, value in spec.lm_eval.items():
+        if value is True:
+            command.append(f"--{flag}")
+        elif value not in (None, False):
+            command += [f"--{flag}", str(value)]
+    return command
+
+
+def prepare_command(spec: RunSpec, output: Path) -> tuple[list[str], Path] | None:
+    """The run's preparation step and the file it creates (None: nothing to prepare)."""
+    if not spec.prepare:
+        return None
+    if not {"command", "creates"} <= set(spec.prepare):
+        raise RecipeError(f"run {spec.run_id}: prepare needs 'command' and 'creates'")
+    return shlex.split(fill(spec.prepare["command"], spec, output)), Path(fill(spec.prepare["creates"], spec, output))
+
+
+def results_files(spec: RunSpec, output: Path) -> list[Path]:
+    """This run's results files that report its task, newest last."""
+    folder = output / spec.run_id
+    found = []
+    for path in sorted(folder.rglob("results_*.json")) if folder.is_dir() else []:
+        try:
+            if task_name(spec) in json.loads(path.read_text()).get("results", {}):
+                found.append(path)
+        except (json.JSONDecodeError, OSError):
+            continue  # an interrupted write: the run is not finished
+    return found
+
+
+def shell_line(command: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in command)

@@ -1,0 +1,103 @@
+"""Reproduction recipes: every shipped recipe expands and dry-runs; a small recipe runs end to end on the
+shipped tiny models, resumes, writes a job list, and puts published numbers beside ours."""
+
+import csv
+import json
+import shlex
+
+import pytest
+
+from lm_eval_moe.cli import main
+from lm_eval_moe.reproduce.recipe import RecipeError, available, load_recipe
+
+EXPECTED_RUNS = {"des_main": 4 * 2 * 4 * 7, "reroute_table1": 3 * 5 * 5 - 3, "reroute_table2": 25,
+                 "reroute_table4": 15 - 2, "reroute_table5": 2 * 3 * 2}
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_recipe_dry_runs_with_its_model_args(name, capsys, tmp_path):
+    recipe = load_recipe(name)
+    runs = recipe.runs()
+    assert main(["reproduce", name, "--dry-run", "--output", str(tmp_path / "out")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "-m lm_eval" in line]
+    assert len(lines) == len(runs) == EXPECTED_RUNS.get(name, len(runs))
+    for spec, line in zip(runs, lines):
+        words = shlex.split(line.split("&& ")[-1])
+        assert words[words.index("--model") + 1] == spec.model
+        model_args = dict(part.split("=", 1) for part in words[words.index("--model_args") + 1].split(","))
+        assert model_args["pretrained"] == spec.model_args["pretrained"]
+        assert words[words.index("--output_path") + 1].endswith(spec.run_id)
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    assert recipe.source and (recipe.published or name in ("demo", "des_k_range", "des_inheritance"))
+
+
+def test_published_numbers_are_the_papers():
+    table1 = load_recipe("reroute_table1").published
+    assert table1["deepseek-v2-lite/rerouting/HumanEval"] == 54.26 and table1["olmoe/baseline/GSM8K"] == 51.48
+    assert load_recipe("reroute_table5").published["gpt-oss-20b/rerouting/k8/AIME25#maj@k"] == 83.33
+    des = load_recipe("des_main").published
+    assert des["qwen3-30b-a3b/qwen-prm/des/MATH500"] == 93.2 and len(des) == 16  # the retrievable cells only
+
+
+TINY_RECIPE = """name: tiny
+title: tiny test recipe
+source: a made-up table
+metric_scale: 100
+dimensions:
+  model:
+    demo: {{args: {{pretrained: tiny-arith-moe}}, lm_eval: {{device: cpu, batch_size: 4}}}}
+  method:
+    greedy: {{model: moe_hf}}
+    sampled: {{model: moe_hf, repeats: 2, gen_kwargs: "do_sample=true,temperature=0.8"}}
+  task:
+    arith: {{task: moe_demo_arith, metric: [exact_match, pass@k]}}
+published:
+  demo/greedy/arith#exact_match: 50.0
+  demo/sampled/arith#pass@k: {published_pass}
+"""
+
+
+def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(TINY_RECIPE.format(published_pass=60.0))
+    out = tmp_path / "out"
+    assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 finished, 2 to run" in printed
+    assert (out / "_tasks" / "moe_demo_arith_x2.yaml").is_file()
+    rows = {row[0]: row for row in list(csv.reader((out / "report.csv").read_text().splitlines()))[1:]}
+    assert set(rows) == {"demo/greedy/arith#exact_match", "demo/greedy/arith#pass@k", "demo/sampled/arith#exact_match",
+                         "demo/sampled/arith#pass@k"}
+    (greedy_results,) = (out / "demo/greedy/arith").rglob("results_*.json")
+    ours = json.loads(greedy_results.read_text())["results"]["moe_demo_arith"]["exact_match,none"] * 100
+    row = rows["demo/greedy/arith#exact_match"]
+    assert float(row[2]) == pytest.approx(ours, abs=0.005) and row[4] == "50.00"
+    assert float(row[5]) == pytest.approx(ours - 50.0, abs=0.01) and row[7] == "done"
+    (sampled_samples,) = (out / "demo/sampled/arith").rglob("samples_moe_demo_arith_x2_*.jsonl")
+    assert all(json.loads(line)["num_candidates"] == 2 for line in sampled_samples.read_text().splitlines())
+    assert rows["demo/sampled/arith#exact_match"][4] == ""  # no published number: left empty, never invented
+
+    # rerunning resumes: nothing left to run, the same table
+    assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(out)]) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+
+    # a job list holds only unfinished runs
+    jobs = tmp_path / "jobs.txt"
+    assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(tmp_path / "fresh"),
+                 "--jobs", str(jobs)]) == 0
+    assert len(jobs.read_text().splitlines()) == 2
+    assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(out), "--jobs", str(jobs)]) == 0
+    assert jobs.read_text() == ""
+
+
+def test_bad_recipes_are_refused_with_the_reason(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_RECIPE.format(published_pass=60.0).replace("repeats: 2", "repeat: 2"))
+    assert main(["reproduce", str(bad), "--dry-run"]) == 2
+    assert "unknown setting(s) repeat" in capsys.readouterr().out
+    bad.write_text(TINY_RECIPE.format(published_pass=60.0).replace("demo/sampled/arith#pass@k", "demo/other/arith"))
+    with pytest.raises(RecipeError, match="published numbers for runs the recipe does not have: demo/other/arith"):
+        load_recipe(str(bad)).runs()
+    assert main(["reproduce", "no_such_recipe", "--dry-run"]) == 2
+    assert "not one of" in capsys.readouterr().out
+    assert main(["reproduce", "demo", "--dry-run", "--only", "colour=red"]) == 2
