@@ -34,13 +34,14 @@ def request_seed(seed: int, request: Instance, repeat: int) -> int:
 
 def padding_mask(requests: list[Instance]) -> list[bool]:
     """Which requests are lm-eval's data-parallel padding: copies of a rank's last request beyond its
-    ``repeats``, added so that ranks run equal request counts. Their responses would be appended to that
-    request's own and counted as extra candidates; they are not generated (no collectives run inside
-    generation, so ranks need not stay in step) and are answered by marked empty responses."""
+    ``repeats`` (set by lm-eval's evaluator; requests built elsewhere have none), added so that ranks run
+    equal request counts. Their responses would be appended to that request's own and counted as extra
+    candidates; they are not generated (no collectives run inside generation, so ranks need not stay in
+    step) and are answered by marked empty responses."""
     seen: Counter[int] = Counter()
     mask = []
     for request in requests:
-        mask.append(seen[id(request)] >= request.repeats)
+        mask.append(request.repeats is not None and seen[id(request)] >= request.repeats)
         seen[id(request)] += 1
     return mask
 

@@ -68,12 +68,12 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str) -> bytes | None:
 
 def chosen_k_distribution(runs: Sequence[Run]) -> bytes | None:
     plt = _pyplot()
-    series = {}
+    series: dict[str, list[float]] = defaultdict(list)  # runs of one method and model are pooled
     for run in runs:
-        values = [float(s["selected_expert_count"]) for task in run.tasks.values() for s in task.samples.values()
-                  if s.get("selected_expert_count") is not None]
-        if values:
-            series[f"{run.method} ({run.model.rsplit('/', 1)[-1]})"] = values
+        series[f"{run.method} ({run.model.rsplit('/', 1)[-1]})"] += [
+            float(s["selected_expert_count"]) for task in run.tasks.values() for s in task.samples.values()
+            if s.get("selected_expert_count") is not None]
+    series = {label: values for label, values in series.items() if values}
     if not series:
         return None
     figure, axis = plt.subplots(figsize=(6, 4))
