@@ -195,7 +195,8 @@ def train_prm(train: list[ArithProblem], steps: int, seed: int, log: dict, polic
     return model, tokenizer
 
 
-def evaluate_policy(model, held_out: list[ArithProblem], log: dict) -> None:
+def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_counts: tuple[int, ...] = (1, 2, 3, 4, 8)
+                    ) -> None:
     """Greedy accuracy on held-out problems at several expert counts (the default k is 2)."""
     from lm_eval_moe.moe import attach
     from lm_eval_moe.scoring import check_numeric
@@ -203,7 +204,7 @@ def evaluate_policy(model, held_out: list[ArithProblem], log: dict) -> None:
     tokenizer = byte_tokenizer()
     moe = attach(model)
     accuracy = {}
-    for k in (1, 2, 3, 4, 8):
+    for k in expert_counts:
         correct = 0
         with moe.settings(expert_count=k):
             for start in range(0, len(held_out), 50):
