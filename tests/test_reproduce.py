@@ -101,3 +101,10 @@ def test_bad_recipes_are_refused_with_the_reason(tmp_path, capsys):
     assert main(["reproduce", "no_such_recipe", "--dry-run"]) == 2
     assert "not one of" in capsys.readouterr().out
     assert main(["reproduce", "demo", "--dry-run", "--only", "colour=red"]) == 2
+
+
+def test_only_accuracy_like_metrics_are_scaled_to_percent():
+    from lm_eval_moe.reproduce.report import is_rate
+
+    assert all(is_rate(k) for k in ("exact_match,none", "pass@k,none", "maj@k,none", "precision,none", "acc,none"))
+    assert not any(is_rate(k) for k in ("generated_tokens,none", "flops,none", "avg_expert_count,none"))

@@ -26,6 +26,13 @@ class ReportRow:
         return None if self.ours is None or self.published is None else self.ours - self.published
 
 
+def is_rate(metric_key: str) -> bool:
+    """Accuracy-like metrics (shares of samples), which the recipe's ``metric_scale`` turns into percent;
+    costs (tokens, FLOPs, k) keep their units."""
+    name = metric_key.split(",", 1)[0]
+    return name in ("exact_match", "precision", "acc", "acc_norm") or name.startswith(("pass@", "maj@"))
+
+
 def report_rows(recipe: Recipe, spec: RunSpec, output: Path) -> list[ReportRow]:
     """One row per metric the run reports (newest results file)."""
     files = results_files(spec, output)
@@ -42,9 +49,9 @@ def report_rows(recipe: Recipe, spec: RunSpec, output: Path) -> list[ReportRow]:
                                   "metric missing"))
             continue
         stderr = task.stderr.get(key)
-        rows.append(ReportRow(row_id, key, task.metrics[key] * recipe.metric_scale,
-                              None if stderr is None else stderr * recipe.metric_scale, published,
-                              task.samples_count, "done"))
+        scale = recipe.metric_scale if is_rate(key) else 1.0
+        rows.append(ReportRow(row_id, key, task.metrics[key] * scale, None if stderr is None else stderr * scale,
+                              published, task.samples_count, "done"))
     return rows
 
 
@@ -63,7 +70,7 @@ def _cells(row: ReportRow) -> list[str]:
 
 
 def markdown(recipe: Recipe, rows: list[ReportRow]) -> str:
-    unit = " (x100)" if recipe.metric_scale == 100 else ""
+    unit = " (accuracy-like metrics x100)" if recipe.metric_scale == 100 else ""
     lines = [f"## {recipe.title}", "", f"Published numbers: {recipe.source}. Ours{unit}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
