@@ -15,11 +15,10 @@ from collections import defaultdict
 
 import torch
 
-from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig
-from lm_eval_moe.moe import attach
 from lm_eval_moe.reroute import RerouteConfig, Rerouter
-from lm_eval_moe.testing import byte_tokenizer, tiny_moe
+
+from _common import benchmark_policy
 
 
 def main() -> None:
@@ -31,11 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32, num_experts_per_tok=8,
-                     num_hidden_layers=4)
-    moe = attach(model)
-    tok = byte_tokenizer()
-    cost_model = CostModel.from_model(model, moe)
+    model, moe, tok, cost_model = benchmark_policy()
     prompt = tok.encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n")
     prompts = [prompt] * args.batch
     eos = {-1}  # never stop early: every run generates exactly --new-tokens

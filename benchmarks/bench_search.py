@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
-from lm_eval_moe.moe import attach
 from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.driver import run_search
-from lm_eval_moe.testing import byte_tokenizer, save_tiny_prm, tiny_moe
+from lm_eval_moe.testing import save_tiny_prm
 from lm_eval_moe.verifiers import load_verifier
+
+from _common import benchmark_policy
 
 NEVER = "\x00\x01never"
 
@@ -52,11 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32, num_experts_per_tok=8,
-                     num_hidden_layers=4)
-    moe = attach(model)
-    tok = byte_tokenizer()
-    cost_model = CostModel.from_model(model, moe)
+    model, moe, tok, cost_model = benchmark_policy()
     layers = moe.num_layers
     counts = [(k,) * layers for k in (2, 4, 6, 8)]
 

@@ -32,18 +32,25 @@ def request_seed(seed: int, request: Instance, repeat: int) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def repeat_indices(requests: list[Instance]) -> list[int]:
+    """Which repeat of its request each entry is: lm-eval passes a request with ``repeats: n`` as the same
+    Instance object n times in a row (0, 1, .., n-1)."""
+    seen: Counter[int] = Counter()
+    indices = []
+    for request in requests:
+        indices.append(seen[id(request)])
+        seen[id(request)] += 1
+    return indices
+
+
 def padding_mask(requests: list[Instance]) -> list[bool]:
     """Which requests are lm-eval's data-parallel padding: copies of a rank's last request beyond its
     ``repeats`` (set by lm-eval's evaluator; requests built elsewhere have none), added so that ranks run
     equal request counts. Their responses would be appended to that request's own and counted as extra
     candidates; they are not generated (no collectives run inside generation, so ranks need not stay in
     step) and are answered by marked empty responses."""
-    seen: Counter[int] = Counter()
-    mask = []
-    for request in requests:
-        mask.append(request.repeats is not None and seen[id(request)] >= request.repeats)
-        seen[id(request)] += 1
-    return mask
+    return [request.repeats is not None and repeat >= request.repeats
+            for request, repeat in zip(requests, repeat_indices(requests))]
 
 
 class MoEHFLMBase(HFLM):
@@ -112,11 +119,11 @@ class MoEHFLMBase(HFLM):
         """Subclasses generate in :meth:`_generate`; afterwards the run totals are summed over the ranks
         of a data-parallel run (each rank calls this once per lm-eval run, after its own generation, so
         ranks that ran different numbers of search rounds never wait on each other mid-generation)."""
-        real = [index for index, padding in enumerate(padding_mask(requests)) if not padding]
-        generated = iter(self._generate([requests[i] for i in real], disable_tqdm) if real else [])
+        mask = padding_mask(requests)
+        real = [request for request, padding in zip(requests, mask) if not padding]
+        generated = iter(self._generate(real, disable_tqdm) if real else [])
         self._gather_totals()
-        keep = set(real)
-        return [next(generated) if index in keep else MoEResponse("", {PADDING: True}) for index in range(len(requests))]
+        return [MoEResponse("", {PADDING: True}) if padding else next(generated) for padding in mask]
 
     def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
         raise NotImplementedError

@@ -10,7 +10,6 @@ routing entropy of every generated block.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from lm_eval.api.instance import Instance
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from lm_eval_moe.generation.sampling import SamplingConfig
 from lm_eval_moe.model_wrappers.args import parse_bool, parse_int
-from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase, repeat_indices, request_seed
 from lm_eval_moe.reroute import RerouteConfig, Rerouter
 from lm_eval_moe.response import MoEResponse
 
@@ -60,11 +59,7 @@ class MoERerouteLM(MoEHFLMBase):
                 "seed": self.seed}
 
     def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
-        seen: Counter[int] = Counter()
-        seeds = []
-        for request in requests:
-            seeds.append(request_seed(self.seed, request, seen[id(request)]))
-            seen[id(request)] += 1
+        seeds = [request_seed(self.seed, request, repeat) for request, repeat in zip(requests, repeat_indices(requests))]
         items = [(request.args[0], request.args[1], index) for index, request in enumerate(requests)]
         ordered = Collator(items, sort_fn=lambda item: (-len(self.tok_encode(item[0])), item[0]), group_by="gen_kwargs",
                            group_fn=lambda item: item[1])

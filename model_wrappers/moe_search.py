@@ -17,7 +17,6 @@ import codecs
 import dataclasses
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from lm_eval_moe.cost import Cost
 from lm_eval_moe.generation import SamplingConfig, StepEngine
 from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_int
-from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase, repeat_indices, request_seed
 from lm_eval_moe.model_wrappers.moe_reroute import reroute_config
 from lm_eval_moe.reroute import Rerouter, ScaledAdam
 from lm_eval_moe.response import MoEResponse
@@ -259,12 +258,8 @@ class MoESearchLM(MoEHFLMBase):
         return problem, until, max_tokens
 
     def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
-        seen: Counter[int] = Counter()
-        prepared = []
-        for index, request in enumerate(requests):
-            repeat = seen[id(request)]
-            seen[id(request)] += 1
-            prepared.append((request, *self._problem(index, request, repeat)))
+        prepared = [(request, *self._problem(index, request, repeat))
+                    for index, (request, repeat) in enumerate(zip(requests, repeat_indices(requests)))]
         by_budget: dict[int, list[int]] = {}
         for index, (_, _, _, max_tokens) in enumerate(prepared):
             by_budget.setdefault(max_tokens, []).append(index)

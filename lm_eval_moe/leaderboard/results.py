@@ -113,7 +113,8 @@ def _load_samples(path: Path, task: str) -> dict[int, dict[str, Any]]:
     return samples
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path, with_samples: bool = True) -> Run:
+    """One results file; ``with_samples=False`` skips reading the per-sample files (aggregates only)."""
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -141,7 +142,7 @@ def load_run(path: Path) -> Run:
             name=name, metrics=metrics, stderr=stderr, version=(data.get("versions") or {}).get(name),
             samples_count=count.get("effective") if isinstance(count, dict) else None,
             config=(data.get("configs") or {}).get(name, {}),
-            samples=_load_samples(path, name) if name not in groups else {},
+            samples=_load_samples(path, name) if with_samples and name not in groups else {},
         )
     settings = dict(config.get("lm_eval_moe") or {})
     return Run(path, _model_name(config), _method(config), settings, tasks, groups)

@@ -36,7 +36,7 @@ def is_rate(metric_key: str) -> bool:
 def report_rows(recipe: Recipe, spec: RunSpec, output: Path) -> list[ReportRow]:
     """One row per metric the run reports (newest results file)."""
     files = results_files(spec, output)
-    task = load_run(files[-1]).tasks[task_name(spec)] if files else None
+    task = load_run(files[-1], with_samples=False).tasks[task_name(spec)] if files else None
     rows = []
     for row_id, metric in spec.row_ids():
         published = recipe.published.get(row_id)
