@@ -134,9 +134,18 @@ class MoESearchLM(MoEHFLMBase):
         reroute_layer_selection: str = "soft",
         reroute_layer_fraction: Any = 0.25,
         reroute_confidence_order: str = "paper",
+        backend: str = "hf",
+        vllm_max_model_len: Any = None,
+        vllm_gpu_memory_utilization: Any = None,
+        vllm_tensor_parallel_size: Any = 1,
         **kwargs: Any,
     ) -> None:
+        if backend not in ("hf", "vllm"):
+            raise ModelArgError(f"model arg backend={backend!r}: expected hf or vllm")
+        if backend == "vllm" and parse_bool("reroute", reroute):
+            raise ModelArgError("reroute=true needs router-logit biases, which backend=vllm does not have: use backend=hf")
         super().__init__(pretrained=pretrained, **kwargs)
+        self.backend = backend
         self.rerouter = None
         if parse_bool("reroute", reroute):
             config = reroute_config(reroute_steps, reroute_lr, 1, reroute_layer_selection, reroute_layer_fraction,
@@ -190,16 +199,19 @@ class MoESearchLM(MoEHFLMBase):
             batch_size=parse_int("verifier_batch_size", verifier_batch_size),
             trust_remote_code=parse_bool("verifier_trust_remote_code", verifier_trust_remote_code),
         )
-        self.engine = StepEngine(
-            self.model,
-            self.tokenizer,
-            self.moe,
-            self.cost_model,
-            SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=parse_int("top_k", top_k)),
-            delimiter=codecs.decode(step_delimiter, "unicode_escape"),
-            cache_mode=cache_mode,  # type: ignore[arg-type]
-            prompt_expert_count=prompt_expert_count,  # type: ignore[arg-type]
-        )
+        sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=parse_int("top_k", top_k))
+        delimiter = codecs.decode(step_delimiter, "unicode_escape")
+        if backend == "vllm":
+            if prompt_expert_count != "path":
+                raise ModelArgError("backend=vllm reads every prefix under its path's k: prompt_expert_count=path only")
+            self.engine = self._vllm_engine(pretrained, sampling, delimiter, vllm_max_model_len,
+                                            vllm_gpu_memory_utilization, vllm_tensor_parallel_size)
+        else:
+            self.engine = StepEngine(
+                self.model, self.tokenizer, self.moe, self.cost_model, sampling, delimiter=delimiter,
+                cache_mode=cache_mode,  # type: ignore[arg-type]
+                prompt_expert_count=prompt_expert_count,  # type: ignore[arg-type]
+            )
         logger.info(
             "%s: strategy=%s N=%d M=%d T=%d K=%s verifier=%s aggregation=%s final=%s temperature=%s seed=%d",
             self.model_name, self.strategy, budget, keep_value, self.search_config.max_steps,
@@ -207,10 +219,29 @@ class MoESearchLM(MoEHFLMBase):
             self.verifier_name, aggregation, final_rule, temperature, self.seed,
         )
 
+    def _vllm_engine(self, pretrained: Any, sampling: SamplingConfig, delimiter: str, max_model_len: Any,
+                     gpu_memory_utilization: Any, tensor_parallel_size: Any):
+        """One persistent vLLM engine loaded at the largest k this search uses (K's maximum, or the
+        model's k); the HF model stays loaded for the cost model and the tokenizer's settings."""
+        from lm_eval_moe.demo import resolve_model_name
+        from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine, VLLMStepEngine
+
+        counts = [k for per_layer in self.search_config.expert_counts for k in per_layer] or self.moe.expert_counts
+        engine = VLLMExpertEngine(
+            resolve_model_name(pretrained), max(counts), dtype=str(self.model.dtype).removeprefix("torch."),
+            seed=self.seed, tensor_parallel_size=parse_int("vllm_tensor_parallel_size", tensor_parallel_size),
+            max_model_len=parse_int("vllm_max_model_len", max_model_len) if max_model_len is not None else None,
+            gpu_memory_utilization=float(gpu_memory_utilization) if gpu_memory_utilization is not None else None,
+        )
+        eos = {self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)}
+        eos_ids = sorted(e for e in eos if isinstance(e, int))
+        return VLLMStepEngine(engine, self.tokenizer, self.cost_model, sampling, delimiter, eos_ids)
+
     def settings(self) -> dict[str, Any]:
         config = self.search_config
         return {
             **super().settings(),
+            "backend": self.backend,
             "strategy": self.strategy,
             "budget": config.budget,
             "keep": config.keep,
