@@ -20,7 +20,7 @@ from lm_eval_moe.cost import CostModel, RunTotals
 from lm_eval_moe.demo import resolve_model_name
 from lm_eval_moe.moe import attach
 from lm_eval_moe.response import PADDING, MoEResponse
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_renormalize
+from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_int, parse_renormalize
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,28 @@ class MoEHFLMBase(HFLM):
             self._describe_counts(self.moe.default_expert_counts),
             "model rule" if renormalize_setting is None else renormalize_setting,
         )
+
+    def _vllm_engine(self, pretrained: Any, max_expert_count: int, seed: int, max_model_len: Any,
+                     gpu_memory_utilization: Any, tensor_parallel_size: Any):
+        """``backend=vllm``: one persistent vLLM engine loaded at ``max_expert_count`` (requests pick any k up
+        to it); the HF model stays loaded for the cost model and lm-eval's tokenizer handling."""
+        from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine
+
+        return VLLMExpertEngine(
+            resolve_model_name(pretrained), max_expert_count, dtype=str(self.model.dtype).removeprefix("torch."),
+            seed=seed, tensor_parallel_size=parse_int("vllm_tensor_parallel_size", tensor_parallel_size),
+            max_model_len=parse_int("vllm_max_model_len", max_model_len) if max_model_len is not None else None,
+            gpu_memory_utilization=float(gpu_memory_utilization) if gpu_memory_utilization is not None else None,
+        )
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.eot_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(configured)
+        return ids
 
     def _enable_data_parallel(self) -> None:
         """HFLM shards requests over ``accelerate launch`` processes only when the machine has more than

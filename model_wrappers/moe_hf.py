@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm import tqdm
 
 from lm_eval_moe.cost import Cost
-from lm_eval_moe.model_wrappers.args import parse_expert_count
+from lm_eval_moe.model_wrappers.args import ModelArgError, parse_expert_count, parse_int
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase
 from lm_eval_moe.response import MoEResponse
 
@@ -51,14 +52,24 @@ class MoEHFLM(MoEHFLMBase):
 
     model_name = "moe_hf"
 
-    def _eos_ids(self) -> set[int]:
-        ids = {self.eot_token_id}
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(configured)
-        return ids
+    def __init__(self, pretrained: Any, backend: str = "hf", vllm_max_model_len: Any = None,
+                 vllm_gpu_memory_utilization: Any = None, vllm_tensor_parallel_size: Any = 1, vllm_seed: Any = 0,
+                 **kwargs: Any) -> None:
+        if backend not in ("hf", "vllm"):
+            raise ModelArgError(f"model arg backend={backend!r}: expected hf or vllm")
+        if backend == "vllm" and type(self).batch_routing is not MoEHFLM.batch_routing:
+            raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
+        super().__init__(pretrained=pretrained, **kwargs)
+        self.backend = backend
+        self.vllm = None
+        if backend == "vllm":
+            if len(set(self.moe.expert_counts)) != 1:
+                raise ModelArgError("backend=vllm runs one k for all layers: give expert_count as a single int")
+            self.vllm = self._vllm_engine(pretrained, self.moe.expert_counts[0], parse_int("vllm_seed", vllm_seed),
+                                          vllm_max_model_len, vllm_gpu_memory_utilization, vllm_tensor_parallel_size)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "backend": self.backend}
 
     @contextlib.contextmanager
     def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, costs: list[Cost]) -> Iterator[None]:
@@ -97,16 +108,20 @@ class MoEHFLM(MoEHFLMBase):
             attn_masks = attn_masks.to(self.device)
             counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
             extra = [Cost() for _ in contexts]
-            with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, extra):
-                output = self._model_generate(
-                    context=context_enc,
-                    attention_mask=attn_masks,
-                    stop=until,
-                    max_length=context_enc.shape[1] + max_gen_toks,
-                    **kwargs,
-                )
+            if self.vllm is not None:
+                generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, max_gen_toks, kwargs)
+            else:
+                with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, extra):
+                    output = self._model_generate(
+                        context=context_enc,
+                        attention_mask=attn_masks,
+                        stop=until,
+                        max_length=context_enc.shape[1] + max_gen_toks,
+                        **kwargs,
+                    )
+                generated_rows = output[:, context_enc.shape[1] :].tolist()
             prompt_lengths = attn_masks.sum(dim=1).tolist()
-            for row, (tokens, context) in enumerate(zip(output[:, context_enc.shape[1] :].tolist(), contexts)):
+            for row, (tokens, context) in enumerate(zip(generated_rows, contexts)):
                 generated = count_generated_tokens(tokens, eos_ids, until, self.tok_decode)
                 prompt_length = int(prompt_lengths[row])
                 cost = extra[row]
@@ -123,3 +138,23 @@ class MoEHFLM(MoEHFLMBase):
                 progress.update(1)
         progress.close()
         return ordered.get_original(results)
+
+    def _vllm_generate(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, counts: list[int],
+                       until: list[str], max_gen_toks: int, kwargs: dict[str, Any]) -> list[list[int]]:
+        """The batch's prompts (left padding removed) in one vLLM call at this batch's k. Greedy unless
+        ``do_sample``; sampled outputs come from vLLM's generator, not torch's."""
+        if len(set(counts)) != 1:
+            raise ModelArgError(f"backend=vllm runs one k for all layers, got per-layer {counts}")
+        unsupported = sorted(set(kwargs) - {"do_sample", "temperature", "top_p", "top_k"})
+        if unsupported:
+            raise ModelArgError(f"gen_kwargs {unsupported} are not supported by backend=vllm (do_sample, "
+                                "temperature, top_p, top_k are)")
+        sampled = bool(kwargs.get("do_sample", False))
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(context_enc.cpu(), attn_masks.cpu())]
+        completions = self.vllm.generate(
+            prompts, [counts[0]] * len(prompts), max_tokens=max_gen_toks,
+            temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
+            top_p=float(kwargs.get("top_p", 1.0)), top_k=int(kwargs.get("top_k", 0) or 0),
+            stops=[until] * len(prompts), stop_token_ids=sorted(self._eos_ids()),
+        )
+        return [list(completion.token_ids) for completion in completions]

@@ -204,8 +204,13 @@ class MoESearchLM(MoEHFLMBase):
         if backend == "vllm":
             if prompt_expert_count != "path":
                 raise ModelArgError("backend=vllm reads every prefix under its path's k: prompt_expert_count=path only")
-            self.engine = self._vllm_engine(pretrained, sampling, delimiter, vllm_max_model_len,
-                                            vllm_gpu_memory_utilization, vllm_tensor_parallel_size)
+            from lm_eval_moe.generation.vllm_engine import VLLMStepEngine
+
+            counts = [k for per_layer in self.search_config.expert_counts for k in per_layer] or self.moe.expert_counts
+            engine = self._vllm_engine(pretrained, max(counts), self.seed, vllm_max_model_len,
+                                       vllm_gpu_memory_utilization, vllm_tensor_parallel_size)
+            self.engine = VLLMStepEngine(engine, self.tokenizer, self.cost_model, sampling, delimiter,
+                                         sorted(self._eos_ids()))
         else:
             self.engine = StepEngine(
                 self.model, self.tokenizer, self.moe, self.cost_model, sampling, delimiter=delimiter,
@@ -218,24 +223,6 @@ class MoESearchLM(MoEHFLMBase):
             [self._describe_counts(list(k)) for k in self.search_config.expert_counts] or "-",
             self.verifier_name, aggregation, final_rule, temperature, self.seed,
         )
-
-    def _vllm_engine(self, pretrained: Any, sampling: SamplingConfig, delimiter: str, max_model_len: Any,
-                     gpu_memory_utilization: Any, tensor_parallel_size: Any):
-        """One persistent vLLM engine loaded at the largest k this search uses (K's maximum, or the
-        model's k); the HF model stays loaded for the cost model and the tokenizer's settings."""
-        from lm_eval_moe.demo import resolve_model_name
-        from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine, VLLMStepEngine
-
-        counts = [k for per_layer in self.search_config.expert_counts for k in per_layer] or self.moe.expert_counts
-        engine = VLLMExpertEngine(
-            resolve_model_name(pretrained), max(counts), dtype=str(self.model.dtype).removeprefix("torch."),
-            seed=self.seed, tensor_parallel_size=parse_int("vllm_tensor_parallel_size", tensor_parallel_size),
-            max_model_len=parse_int("vllm_max_model_len", max_model_len) if max_model_len is not None else None,
-            gpu_memory_utilization=float(gpu_memory_utilization) if gpu_memory_utilization is not None else None,
-        )
-        eos = {self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)}
-        eos_ids = sorted(e for e in eos if isinstance(e, int))
-        return VLLMStepEngine(engine, self.tokenizer, self.cost_model, sampling, delimiter, eos_ids)
 
     def settings(self) -> dict[str, Any]:
         config = self.search_config

@@ -121,3 +121,16 @@ def test_des_through_vllm_equals_des_through_hf(tmp_path):
     assert all(text.isascii() for s in hf_samples for texts in s["filtered_resps"] for text in texts)
     assert vllm_results["config"]["lm_eval_moe"]["backend"] == "vllm"
     assert hf_results["config"]["lm_eval_moe"]["backend"] == "hf"
+
+
+def test_moe_hf_through_vllm_equals_moe_hf(tmp_path):
+    """Plain generation at one k (greedy, the task's stop strings): backend=vllm gives the HF responses
+    and, the cost formula being the same, the same metrics."""
+    path = ascii_policy(tmp_path / "policy")
+    args = f"pretrained={path},expert_count=3"
+    hf_samples, hf_results = run_lm_eval(tmp_path, "hf", "moe_hf", args)
+    vllm_samples, vllm_results = run_lm_eval(
+        tmp_path, "vllm", "moe_hf", args + ",backend=vllm,vllm_max_model_len=512,vllm_gpu_memory_utilization=0.3")
+    assert [s["resps"] for s in vllm_samples] == [s["resps"] for s in hf_samples]
+    assert vllm_results["results"] == hf_results["results"]
+    assert vllm_results["config"]["lm_eval_moe"]["backend"] == "vllm"

@@ -42,3 +42,11 @@ def test_bad_backend_settings(tiny_model_dir, args, message):
 
     with pytest.raises(ModelArgError, match=message):
         MoEDESLM(pretrained=str(tiny_model_dir), verifier="majority", device="cpu", **args)
+
+
+def test_c3po_refuses_vllm(tiny_model_dir):
+    """C3PO re-mixes routing weights per batch in the HF forward: vLLM cannot do that."""
+    from lm_eval_moe.model_wrappers.moe_c3po import MoEC3POLM
+
+    with pytest.raises(ModelArgError, match="moe_c3po changes routing per batch"):
+        MoEC3POLM(pretrained=str(tiny_model_dir), references="unused.json", backend="vllm", device="cpu")
