@@ -92,8 +92,10 @@ def byte_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
     byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
     byte_symbols.sort(key=lambda s: ord(s))
     specials = list(SPECIAL_TOKENS) + list(extra_special_tokens)
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    for symbol in byte_symbols:
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    # extra tokens come after the bytes, so every byte keeps its id: a model trained with the plain
+    # tokenizer can be fine-tuned with added turn markers (its embeddings still line up)
+    for symbol in [*byte_symbols, *extra_special_tokens]:
         vocab[symbol] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)

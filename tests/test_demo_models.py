@@ -33,6 +33,16 @@ def test_short_names_resolve_and_others_pass_through():
     assert resolve_model_name("./tiny-arith-moe-local") == "./tiny-arith-moe-local"
 
 
+def test_the_prm_tokenizer_keeps_the_policys_byte_ids():
+    """The PRM is initialised from the policy: its added turn markers must not move the byte ids."""
+    from lm_eval_moe.testing import byte_tokenizer
+
+    text = "Ana has 12 apples. 12 + 5 = 17"
+    prm = demo_train.prm_tokenizer()
+    assert prm.encode(text, add_special_tokens=False) == byte_tokenizer().encode(text, add_special_tokens=False)
+    assert prm.convert_tokens_to_ids(["<|user|>", "<|assistant|>"]) == [len(byte_tokenizer()), len(byte_tokenizer()) + 1]
+
+
 def test_generator_is_deterministic_and_the_test_split_is_disjoint():
     train = problems(SEED, 2000, held_out=False, difficulty=demo_train.DIFFICULTY)
     assert train == problems(SEED, 2000, held_out=False, difficulty=demo_train.DIFFICULTY)

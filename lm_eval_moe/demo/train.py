@@ -121,7 +121,10 @@ PRM_TEMPLATE = (
 
 
 def prm_tokenizer():
-    """Byte tokenizer with two turn markers: a compact chat template in the RLHFlow "+"/"-" format."""
+    """Byte tokenizer with two turn markers: a compact chat template in the RLHFlow "+"/"-" format. The
+    markers get new ids after the bytes, so every byte keeps the policy's id and embedding (an earlier
+    layout put them before the bytes: the PRM then started from a policy whose embeddings were all
+    shifted by two)."""
     tokenizer = byte_tokenizer(("<|user|>", "<|assistant|>"))
     tokenizer.chat_template = PRM_TEMPLATE
     return tokenizer
