@@ -6,7 +6,7 @@ deterministic on one machine (the gate's paired test then sees no difference at 
 that alters the random stream behaves like a seed change, so the gate's --min-drop must exceed this
 spread.
 
-    python benchmarks/demo_spread.py [--seeds 1 2 3 4 5] [--limit 100]
+    python benchmarks/demo_spread.py [--seeds 1 2 3 4 5] [--limit 50]
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-DES_ARGS = ("pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,"
-            "expert_counts=1-4,temperature=0.8")
+from lm_eval_moe.demo import GATE_LIMIT, GATE_MODEL_ARGS
 
 
 def accuracy(seed: int, limit: int, folder: Path) -> float:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     out = folder / f"seed{seed}"
-    subprocess.run([sys.executable, "-m", "lm_eval", "--model", "moe_des", "--model_args", f"{DES_ARGS},seed={seed}",
+    subprocess.run([sys.executable, "-m", "lm_eval", "--model", "moe_des", "--model_args", f"{GATE_MODEL_ARGS},seed={seed}",
                     "--tasks", "moe_demo_arith", "--limit", str(limit), "--device", "cpu", "--batch_size", "8",
                     "--output_path", str(out)], check=True, env=env, capture_output=True)
     (results,) = out.rglob("results_*.json")
@@ -37,7 +36,7 @@ def accuracy(seed: int, limit: int, folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=GATE_LIMIT)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         scores = {seed: accuracy(seed, args.limit, Path(folder)) for seed in args.seeds}
