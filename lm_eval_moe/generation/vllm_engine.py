@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from collections import defaultdict
 from typing import Any
 
 from lm_eval_moe.cost import Cost, CostModel
@@ -131,8 +131,7 @@ class VLLMStepEngine:
     computed them, not where its prefix cache served them, so prompt and re-read counts can differ from the
     HF engine's (which forks one prefill into many rows)."""
 
-    cache_mode = "vllm"
-    reuses_cache = True
+    cache_mode = "vllm"  # reported in the run settings
 
     def __init__(self, engine: VLLMExpertEngine, tokenizer: Any, cost_model: CostModel, sampling: SamplingConfig,
                  delimiter: str = "\n\n", eos_ids: Sequence[int] = ()) -> None:
@@ -144,7 +143,6 @@ class VLLMStepEngine:
         self.eos_ids = tuple(eos_ids)
         self.device = "cpu"  # no tensors live here; rerouting biases are refused with backend=vllm
         self.problem_bias: dict[int, Any] = {}
-        self.forward_calls = 0  # generate() calls (one per search round)
         self.reset()
 
     def reset(self) -> None:
@@ -183,7 +181,6 @@ class VLLMStepEngine:
                 stops=[((self.delimiter,) if e.stop_at_delimiter else ()) + self.stop_strings.get(e.parent.problem, ())
                        for e in batch],
             )
-            self.forward_calls += 1
             still = []
             for row, expansion, prefix, completion in zip(pending, batch, prefixes, completions):
                 new, reason = self._cut_straddling_stop(expansion.parent, tokens[row], completion)
