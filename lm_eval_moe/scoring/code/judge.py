@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -179,11 +180,17 @@ def _assert_line(error: BaseException, source: str) -> str:
     return str(error)[:300]
 
 
+#: CPython 3.11 before 3.11.8 (gh-106905) corrupts the AST constructor's recursion counter when several
+#: threads parse at once ("SystemError: AST constructor recursion depth mismatch", seen once in a full run)
+_AST_LOCK = threading.Lock()
+
+
 def _referenced_names(tests: tuple[str, ...]) -> set[str]:
     names: set[str] = set()
     for test in tests:
         try:
-            tree = ast.parse(test)
+            with _AST_LOCK:
+                tree = ast.parse(test)
         except SyntaxError:
             continue
         names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
