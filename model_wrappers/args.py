@@ -64,3 +64,10 @@ def parse_renormalize(value: Any) -> bool | None:
         return parse_bool("renormalize", value)
     except ModelArgError:
         raise ModelArgError(f"model arg renormalize={value!r}: expected model, true or false") from None
+
+
+def parse_backend(value: Any) -> str:
+    """``backend``: ``hf`` (transformers, default) or ``vllm``."""
+    if value not in ("hf", "vllm"):
+        raise ModelArgError(f"model arg backend={value!r}: expected hf or vllm")
+    return value

@@ -19,7 +19,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm import tqdm
 
 from lm_eval_moe.cost import Cost
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_expert_count, parse_int
+from lm_eval_moe.model_wrappers.args import ModelArgError, parse_backend, parse_expert_count, parse_int
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase
 from lm_eval_moe.response import MoEResponse
 
@@ -55,8 +55,7 @@ class MoEHFLM(MoEHFLMBase):
     def __init__(self, pretrained: Any, backend: str = "hf", vllm_max_model_len: Any = None,
                  vllm_gpu_memory_utilization: Any = None, vllm_tensor_parallel_size: Any = 1, vllm_seed: Any = 0,
                  **kwargs: Any) -> None:
-        if backend not in ("hf", "vllm"):
-            raise ModelArgError(f"model arg backend={backend!r}: expected hf or vllm")
+        backend = parse_backend(backend)
         if backend == "vllm" and type(self).batch_routing is not MoEHFLM.batch_routing:
             raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
         super().__init__(pretrained=pretrained, **kwargs)

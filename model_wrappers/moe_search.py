@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lm_eval_moe.cost import Cost
 from lm_eval_moe.generation import SamplingConfig, StepEngine
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_int
+from lm_eval_moe.model_wrappers.args import ModelArgError, parse_backend, parse_bool, parse_int
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase, repeat_indices, request_seed
 from lm_eval_moe.model_wrappers.moe_reroute import reroute_config
 from lm_eval_moe.reroute import Rerouter, ScaledAdam
@@ -140,8 +140,7 @@ class MoESearchLM(MoEHFLMBase):
         vllm_tensor_parallel_size: Any = 1,
         **kwargs: Any,
     ) -> None:
-        if backend not in ("hf", "vllm"):
-            raise ModelArgError(f"model arg backend={backend!r}: expected hf or vllm")
+        backend = parse_backend(backend)
         if backend == "vllm" and parse_bool("reroute", reroute):
             raise ModelArgError("reroute=true needs router-logit biases, which backend=vllm does not have: use backend=hf")
         super().__init__(pretrained=pretrained, **kwargs)

@@ -28,7 +28,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from lm_eval_moe.cost import Cost, CostModel
-from lm_eval_moe.generation.nodes import Expansion, Node
+from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.moe import DynamicMoE
 
@@ -221,11 +221,14 @@ class StepEngine:
             layer.values = layer.values.index_select(2, columns)
 
     # ------------------------------------------------------------------ stepping
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
     def _step_done(self, tokens: list[int]) -> bool:
         """The new tokens end a step: they contain the delimiter after some non-blank text."""
-        if self.delimiter not in self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True):
+        if self.delimiter not in self._decode(tokens[-_STOP_WINDOW:]):
             return False
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self._decode(tokens)
         return bool(text[: text.rfind(self.delimiter)].strip())
 
     def _hit_stop(self, parent: Node, tokens: list[int]) -> bool:
@@ -237,7 +240,7 @@ class StepEngine:
         longest = max(len(s) for s in stops)
         window = _STOP_WINDOW + longest  # a token is at least one character
         head = parent.text[-longest:] if len(tokens) <= window else ""
-        tail = head + self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        tail = head + self._decode(tokens[-window:])
         return any(stop in tail for stop in stops)
 
     def expand(self, expansions: Sequence[Expansion]) -> list[Node]:
@@ -289,29 +292,10 @@ class StepEngine:
                         active[row] = False
                 feed = torch.where(torch.tensor(active, device=self.device), feed, torch.full_like(feed, self.pad_id))
         children = [
-            self._child(expansion, count, tokens, logprobs, reason)
+            child_node(expansion, count, tokens, logprobs, reason, self._decode)
             for expansion, count, tokens, logprobs, reason in zip(expansions, counts, new_tokens, new_logprobs, reasons)
         ]
         self._cache, self._mask, self._pending = cache, mask, pending
         self._rows = {(child.id, child.expert_count): row for row, child in enumerate(children)}
         self._compact()
         return children
-
-    def _child(
-        self, expansion: Expansion, counts: tuple[int, ...], tokens: list[int], logprobs: list[float], reason: str
-    ) -> Node:
-        parent = expansion.parent
-        token_ids = parent.token_ids + tuple(tokens)
-        finished = reason in ("eos", "stop") or (reason == "length" and expansion.length_finishes)
-        return Node(
-            problem=parent.problem,
-            prompt_ids=parent.prompt_ids,
-            expert_count=counts,
-            token_ids=token_ids,
-            logprobs=parent.logprobs + tuple(logprobs),
-            step_ends=parent.step_ends + (len(token_ids),),
-            text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
-            finished=finished,
-            finish_reason=reason,
-            parent=parent,
-        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 _ids = itertools.count()
@@ -63,3 +64,23 @@ class Expansion:
     stop_at_delimiter: bool = True
     length_finishes: bool = False
     expert_count: tuple[int, ...] | None = None
+
+
+def child_node(expansion: Expansion, expert_count: tuple[int, ...], tokens: Sequence[int], logprobs: Sequence[float],
+               reason: str, decode: Callable[[list[int]], str]) -> Node:
+    """The node an expansion produced (any engine): its new tokens appended, finished on EOS or a stop
+    string, or on the length limit where that limit ends the candidate."""
+    parent = expansion.parent
+    token_ids = parent.token_ids + tuple(tokens)
+    return Node(
+        problem=parent.problem,
+        prompt_ids=parent.prompt_ids,
+        expert_count=expert_count,
+        token_ids=token_ids,
+        logprobs=parent.logprobs + tuple(logprobs),
+        step_ends=parent.step_ends + (len(token_ids),),
+        text=decode(list(token_ids)),
+        finished=reason in ("eos", "stop") or (reason == "length" and expansion.length_finishes),
+        finish_reason=reason,
+        parent=parent,
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_eval_moe.cost import Cost, CostModel
-from lm_eval_moe.generation.nodes import Expansion, Node
+from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -191,11 +191,14 @@ class VLLMStepEngine:
                 if reason == "" and not self._step_text(tokens[row]).strip() and len(tokens[row]) < expansion.max_new_tokens:
                     still.append(row)
             pending = still
-        return [self._child(e, count, new, lp, reason)
+        return [child_node(e, (count,) * len(e.parent.expert_count), new, lp, reason, self._decode)
                 for e, count, new, lp, reason in zip(expansions, counts, tokens, logprobs, reasons)]
 
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
     def _step_text(self, tokens: tuple[int, ...]) -> str:
-        text = self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        text = self._decode(list(tokens))
         return text[: text.rfind(self.delimiter)] if self.delimiter in text else text
 
     def _cut_straddling_stop(self, parent: Node, earlier: tuple[int, ...], completion: Completion
@@ -207,9 +210,9 @@ class VLLMStepEngine:
         if not stops:
             return completion.token_ids, reason
         longest = max(len(stop) for stop in stops)
-        head = (parent.text + self.tokenizer.decode(list(earlier), skip_special_tokens=True))[-longest:]
+        head = (parent.text + self._decode(list(earlier)))[-longest:]
         for end in range(1, len(completion.token_ids) + 1):
-            text = self.tokenizer.decode(list(completion.token_ids[:end]), skip_special_tokens=True)
+            text = self._decode(list(completion.token_ids[:end]))
             if any(stop in head + text for stop in stops):
                 return completion.token_ids[:end], "stop"
             if len(text) >= longest:  # from here on a stop string lies in the new text, where vLLM saw it
@@ -236,18 +239,6 @@ class VLLMStepEngine:
         for position in range(generated):
             cost.add_forward(self.cost_model, 1, len(prefix) + position, layers)
         cost.generated_tokens += generated
-
-    def _child(self, expansion: Expansion, count: int, tokens: tuple[int, ...], logprobs: tuple[float, ...],
-               reason: str) -> Node:
-        parent = expansion.parent
-        token_ids = parent.token_ids + tokens
-        finished = reason in ("eos", "stop") or (reason == "length" and expansion.length_finishes)
-        return Node(
-            problem=parent.problem, prompt_ids=parent.prompt_ids, expert_count=(count,) * len(parent.expert_count),
-            token_ids=token_ids, logprobs=parent.logprobs + logprobs, step_ends=parent.step_ends + (len(token_ids),),
-            text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True), finished=finished,
-            finish_reason=reason, parent=parent,
-        )
 
 
 def _has_cuda() -> bool:
