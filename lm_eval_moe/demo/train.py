@@ -133,7 +133,9 @@ def prm_tokenizer():
 def prm_examples(tokenizer, train: list[ArithProblem], seed: int) -> list[tuple[list[int], list[int]]]:
     """Conversations of steps, each followed by an assistant "+" as at scoring time; the target at each
     assistant turn is the step's true label ("+" or "-", weighted x5), and the step tokens of correct
-    solutions get a language-model loss (it keeps the arithmetic the verifier has to check). Writing the
+    solutions get a language-model loss: the policy's arithmetic does not carry over to this layout
+    (measured: its log-probability of the step results is -13 nats here against -1 in its own prompt
+    format), so the PRM has to relearn the arithmetic it checks. Writing the
     true labels into the conversation instead (RLHFlow's training data does) lets a tiny model copy the
     previous label after the first "-" and learn nothing about the steps (measured: held-out AUC 0.51)."""
     from lm_eval_moe.verifiers import RLHFlowPRM
