@@ -17,6 +17,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_moe.cost import CostModel, RunTotals
+from lm_eval_moe.generation import eos_token_ids
 from lm_eval_moe.demo import resolve_model_name
 from lm_eval_moe.moe import attach
 from lm_eval_moe.response import PADDING, MoEResponse
@@ -101,13 +102,7 @@ class MoEHFLMBase(HFLM):
         )
 
     def _eos_ids(self) -> set[int]:
-        ids = {self.eot_token_id}
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(configured)
-        return ids
+        return eos_token_ids(self.eot_token_id, self.model.generation_config)
 
     def _enable_data_parallel(self) -> None:
         """HFLM shards requests over ``accelerate launch`` processes only when the machine has more than

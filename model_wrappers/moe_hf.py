@@ -108,7 +108,8 @@ class MoEHFLM(MoEHFLMBase):
             counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
             extra = [Cost() for _ in contexts]
             if self.vllm is not None:
-                generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, max_gen_toks, kwargs)
+                generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, eos_ids, max_gen_toks,
+                                                     kwargs)
             else:
                 with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, extra):
                     output = self._model_generate(
@@ -139,7 +140,8 @@ class MoEHFLM(MoEHFLMBase):
         return ordered.get_original(results)
 
     def _vllm_generate(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, counts: list[int],
-                       until: list[str], max_gen_toks: int, kwargs: dict[str, Any]) -> list[list[int]]:
+                       until: list[str], eos_ids: set[int], max_gen_toks: int, kwargs: dict[str, Any]
+                       ) -> list[list[int]]:
         """The batch's prompts (left padding removed) in one vLLM call at this batch's k. Greedy unless
         ``do_sample``; sampled outputs come from vLLM's generator, not torch's."""
         if len(set(counts)) != 1:
@@ -154,6 +156,6 @@ class MoEHFLM(MoEHFLMBase):
             prompts, [counts[0]] * len(prompts), max_tokens=max_gen_toks,
             temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
             top_p=float(kwargs.get("top_p", 1.0)), top_k=int(kwargs.get("top_k", 0) or 0),
-            stops=[until] * len(prompts), stop_token_ids=sorted(self._eos_ids()),
+            stops=[until] * len(prompts), stop_token_ids=sorted(eos_ids),
         )
         return [list(completion.token_ids) for completion in completions]

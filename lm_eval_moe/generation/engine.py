@@ -39,6 +39,18 @@ PromptExpertCount = Literal["path", "default"]
 _STOP_WINDOW = 8  # tokens decoded to look for the step delimiter
 
 
+def eos_token_ids(eos_id: int | None, generation_config: Any) -> set[int]:
+    """The ids that end a sequence: the tokenizer's EOS and the generation config's (an int or a list;
+    chat models often list several there)."""
+    ids: set[int] = set()
+    for value in (eos_id, getattr(generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    return ids
+
+
 class StepEngine:
     def __init__(
         self,
@@ -65,22 +77,13 @@ class StepEngine:
         self.prompt_expert_count = prompt_expert_count
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_token_ids(tokenizer.eos_token_id, model.generation_config)
         self.costs: dict[int, Cost] = defaultdict(Cost)
         self.stop_strings: dict[int, tuple[str, ...]] = {}  # per problem: text that ends a candidate
         self.problem_bias: dict[int, torch.Tensor] = {}  # per problem: router-logit bias (layers, experts)
         self.forward_calls = 0
         self.filler_token_slots = 0  # row-steps spent on masked filler tokens (batching overhead)
         self.reset_cache()
-
-    def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(value)
-        return ids
 
     def reset_cache(self) -> None:
         self._cache: DynamicCache | None = None
