@@ -17,8 +17,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_moe.cost import CostModel, RunTotals
-from lm_eval_moe.generation import eos_token_ids
 from lm_eval_moe.demo import resolve_model_name
+from lm_eval_moe.generation import eos_token_ids
 from lm_eval_moe.moe import attach
 from lm_eval_moe.response import PADDING, MoEResponse
 from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_int, parse_renormalize
