@@ -187,24 +187,15 @@ def policy_layout_example(tokenizer, question: str, steps: list[str], correct: b
 
 def conversation_example(tokenizer, question: str, steps: list[str], correct: bool, labels: str) -> PRMExample:
     """The RLHFlow conversation exactly as RLHFlowPRM lays it out; the label sits at the position that
-    predicts each assistant "+" (the turn marker), next-token targets on the steps of correct solutions."""
-    from lm_eval_moe.verifiers import RLHFlowPRM
+    predicts each assistant "+" (the turn marker, right after the step's text), next-token targets on the
+    steps of correct solutions."""
+    from lm_eval_moe.verifiers.prm import rlhflow_layout
 
-    turns = RLHFlowPRM.conversation(question, steps)
-    ids: list[int] = []
-    step_starts, label_positions = [], []
-    for index, turn in enumerate(turns):
-        prefix = tokenizer.apply_chat_template(turns[: index + 1], tokenize=False)
-        piece = tokenizer(prefix, add_special_tokens=False)["input_ids"][len(ids) :]
-        if turn["role"] == "assistant":
-            if len(piece) != 2:
-                raise ValueError(f"an assistant turn should be the marker and '+', got {piece}")
-            label_positions.append(len(ids))
-        else:
-            if len(piece) != 1 + len(turn["content"]):
-                raise ValueError("a user turn should be the marker and one byte token per character")
-            step_starts.append(len(ids) + 1 + (len(question) + 1 if index == 0 else 0))
-        ids += piece
+    ids, label_positions = rlhflow_layout(tokenizer, question, steps)
+    step_starts = [position - len(step) for position, step in zip(label_positions, steps)]
+    for start, step in zip(step_starts, steps):
+        if ids[start : start + len(step)] != tokenizer(step, add_special_tokens=False)["input_ids"]:
+            raise ValueError(f"step {step!r} should end right before its assistant turn, one byte token per character")
     example = PRMExample(ids, [-100] * len(ids), [-100] * len(ids), [0.0] * len(ids))
     if correct:
         for start, step in zip(step_starts, steps):
