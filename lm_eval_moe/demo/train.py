@@ -346,14 +346,16 @@ def evaluate_prm(model, tokenizer, held_out: list[ArithProblem], seed: int, log:
           f"step accuracy {log['prm']['held_out_step_accuracy']:.3f}", flush=True)
 
 
-def save(model, tokenizer, directory: Path) -> None:
-    """Stored as float16 (half the size), loaded as float32; the model is rounded in place first, so
-    the metrics measured after saving are those of the shipped weights."""
+def save(model, tokenizer, directory: Path):
+    """Stored as float16 (half the size); returns the model reloaded from the files in float32, so every
+    metric measured and every model trained after saving starts from exactly the shipped weights (rounding
+    in place would also round the rotary frequencies, which are recomputed, not stored, at load)."""
+    from transformers import AutoModelForCausalLM
+
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.dtype = "float32"
     model.half().save_pretrained(directory)
-    model.float()
     tokenizer.save_pretrained(directory)
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -369,11 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     train = problems(args.seed, args.train_problems, held_out=False, difficulty=DIFFICULTY)
     held_out = problems(args.seed + 1, args.eval_problems, held_out=True, difficulty=DIFFICULTY)
     log: dict = {"seed": args.seed, "difficulty": DIFFICULTY.__dict__, "torch": torch.__version__}
-    policy = train_policy(train, args.policy_steps, args.seed, log)
-    save(policy, byte_tokenizer(), output / "tiny-arith-moe")
+    policy = save(train_policy(train, args.policy_steps, args.seed, log), byte_tokenizer(), output / "tiny-arith-moe")
     evaluate_policy(policy, held_out, log)
     prm, tokenizer = train_prm(train, args.seed, log, policy)
-    save(prm, tokenizer, output / "tiny-arith-prm")
+    prm = save(prm, tokenizer, output / "tiny-arith-prm")
     evaluate_prm(prm, tokenizer, held_out, args.seed, log)
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
     print(json.dumps(log, indent=2))
