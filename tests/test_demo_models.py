@@ -13,7 +13,7 @@ import torch
 
 from lm_eval_moe.demo import MODELS_DIR, resolve_model_name
 from lm_eval_moe.demo import train as demo_train
-from lm_eval_moe.demo.arith import corrupt, is_held_out, problems
+from lm_eval_moe.demo.arith import corrupt, corrupt_each_step, is_held_out, problems, step_result
 
 LOG = json.loads((MODELS_DIR / "training_log.json").read_text())
 SEED = LOG["seed"]
@@ -55,6 +55,37 @@ def test_generator_is_deterministic_and_the_test_split_is_disjoint():
         steps, labels = corrupt(problem, random.Random(0))
         first_bad = labels.index(0)
         assert labels == [1] * first_bad + [0] * (len(labels) - first_bad) and steps[-1] != problem.steps[-1]
+
+
+def test_prm_targets_mark_each_result_digit_and_each_step_label():
+    """A wrong second result (35 for 34, carried on): local targets judge each step alone, prefix targets
+    (RLHFlow's "+") also fail every step after the first wrong one; both layouts mark the same digits."""
+    question = "Ana has 12 apples."
+    steps = ["12 + 5 = 17", "17 * 2 = 35", "35 - 4 = 31", "The answer is \\boxed{31}"]
+    tokenizer = demo_train.prm_tokenizer()
+    for layout in (demo_train.policy_layout_example, demo_train.conversation_example):
+        for labels, expected_digits in (("local", [1, 1, 1, 0, 1, 1, 1, 1]), ("prefix", [1, 1, 1, 0, 0, 0, 0, 0])):
+            example = layout(tokenizer, question, steps, False, labels)
+            digits = [i for i, weight in enumerate(example.flag_weights) if weight == 1.0]
+            assert tokenizer.decode([example.ids[i] for i in digits]) == "17353131"
+            assert [example.flags[i] for i in digits] == expected_digits
+            turn_labels = [example.flags[i] for i, weight in enumerate(example.flag_weights) if weight > 1.0]
+            expected_turns = [] if layout is demo_train.policy_layout_example else (
+                [1, 0, 1, 1] if labels == "local" else [1, 0, 0, 0])
+            assert turn_labels == expected_turns
+            assert example.next_tokens == [-100] * len(example.ids)  # no language targets on a wrong solution
+
+
+def test_every_step_corruption_rates():
+    problem = problems(SEED, 1, held_out=False, difficulty=demo_train.DIFFICULTY)[0]
+    assert corrupt_each_step(problem, random.Random(0), 0.0) == list(problem.steps)
+    steps = corrupt_each_step(problem, random.Random(0), 1.0)
+    carried = None
+    for step in steps[:-1]:
+        _, written, expected = step_result(step, carried)
+        assert written != expected
+        carried = int(written)
+    assert step_result(steps[-1], carried)[1] == step_result(steps[-1], carried)[2]  # the answer repeats the last value
 
 
 def test_logged_accuracy_is_the_shipped_policys():
