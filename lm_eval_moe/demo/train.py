@@ -279,33 +279,37 @@ def train_prm(train: list[ArithProblem], seed: int, log: dict, policy: torch.nn.
     return model, tokenizer
 
 
+def solve(model, held_out: list[ArithProblem], **generation) -> list[str]:
+    """The policy's solutions in its own prompt layout, 50 problems per left-padded batch."""
+    tokenizer = byte_tokenizer()
+    texts = []
+    for start in range(0, len(held_out), 50):
+        prompts = [tokenizer.encode(policy_text(p)[0]) for p in held_out[start : start + 50]]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), PAD_ID)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=120, pad_token_id=PAD_ID,
+                                 eos_token_id=EOS_ID, **generation)
+        texts += [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, width:].tolist()]
+    return texts
+
+
 def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_counts: tuple[int, ...] = (1, 2, 3, 4, 8)
                     ) -> None:
     """Greedy accuracy on held-out problems at several expert counts (the default k is 2)."""
     from lm_eval_moe.moe import attach
     from lm_eval_moe.scoring import check_numeric
 
-    tokenizer = byte_tokenizer()
     moe = attach(model)
     accuracy = {}
     for k in expert_counts:
-        correct = 0
         with moe.settings(expert_count=k):
-            for start in range(0, len(held_out), 50):
-                chunk = held_out[start : start + 50]
-                prompts = [tokenizer.encode(policy_text(p)[0]) for p in chunk]
-                width = max(len(p) for p in prompts)
-                ids = torch.full((len(prompts), width), PAD_ID)
-                mask = torch.zeros_like(ids)
-                for row, prompt in enumerate(prompts):
-                    ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                    mask[row, width - len(prompt) :] = 1
-                with torch.no_grad():
-                    out = model.generate(ids, attention_mask=mask, max_new_tokens=120, do_sample=False,
-                                         pad_token_id=PAD_ID, eos_token_id=EOS_ID)
-                for problem, row in zip(chunk, out[:, width:].tolist()):
-                    text = tokenizer.decode(row, skip_special_tokens=True)
-                    correct += check_numeric(text, str(problem.answer)).correct
+            texts = solve(model, held_out, do_sample=False)
+        correct = sum(check_numeric(text, str(p.answer)).correct for p, text in zip(held_out, texts))
         accuracy[str(k)] = correct / len(held_out)
         print(f"held-out greedy accuracy at k={k}: {accuracy[str(k)]:.3f}", flush=True)
     moe.detach()
