@@ -3,12 +3,11 @@ GATE_LIMIT), compared with committed baselines by ``lm-eval-moe regress`` (paire
 
 Two runs, each with the tolerance its own variation justifies:
 * greedy ``moe_hf`` at the model's k: deterministic, so seeds do not move it; another CPU's float rounding
-  can flip a near-tie (reloading the float16 weights flipped 1 of 300 held-out answers), so a drop must
-  reach 2 of 50 problems (0.04) before it counts;
+  can flip a near-tie (rounding only the rotary frequencies to float16 flipped 1 of 300 held-out answers),
+  so a drop must reach 2 of 50 problems (0.04) before it counts;
 * DES (``GATE_MODEL_ARGS``): sampled, so a change that only alters the random stream behaves like another
   seed; the tolerance is the largest drop between two of five seeds (``benchmarks/demo_spread.py``:
-  0.30 0.14 0.24 0.16 0.22 -> 0.16, benchmarks/RESULTS.md). With the weak demo PRM this gate only catches
-  a collapse of the search, which is what it can honestly promise.
+  0.60 0.54 0.52 0.48 0.54 -> 0.12, benchmarks/RESULTS.md), 6 of 50 problems.
 Rebuild the baselines after an intended change of scores with ``python tests/test_demo_gate.py --rebuild``
 (and say why in the commit)."""
 
@@ -29,7 +28,7 @@ BASELINES = Path(__file__).parent / "baselines"
 #: name -> (model, model args, smallest drop that counts)
 GATES = {
     "demo_greedy": ("moe_hf", "pretrained=tiny-arith-moe", 0.04),
-    "demo_des": ("moe_des", f"{GATE_MODEL_ARGS},seed={GATE_SEED}", 0.16),
+    "demo_des": ("moe_des", f"{GATE_MODEL_ARGS},seed={GATE_SEED}", 0.12),
 }
 
 

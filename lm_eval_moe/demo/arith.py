@@ -104,22 +104,43 @@ def problems(seed: int, count: int, held_out: bool, difficulty: Difficulty = Dif
     return found
 
 
-def corrupt(problem: ArithProblem, rng: random.Random) -> tuple[list[str], list[int]]:
-    """A wrong solution: one step's result is off, the error is carried forward. Labels per step: 1 good, 0 bad."""
-    work = list(problem.steps[:-1])
-    wrong_at = rng.randrange(len(work))
-    steps, labels = [], []
-    value = None
-    for index, step in enumerate(work):
-        left, right = step.split(" = ")
+def _apply(a: int, operator: str, b: int) -> int:
+    return {"+": a + b, "-": a - b, "*": a * b}[operator]
+
+
+def step_result(step: str, carried: int | None) -> tuple[int, str, str]:
+    """Where a step's written result starts, the written result, and the result the step's own numbers
+    give (for the answer step: the value carried from the step before). What a verifier checks."""
+    if step.startswith("The answer is"):
+        start = step.index("{") + 1
+        return start, step[start:-1], str(carried)
+    left, written = step.split(" = ")
+    a, operator, b = left.split()
+    return len(left) + 3, written, str(_apply(int(a), operator, int(b)))
+
+
+def _with_errors(problem: ArithProblem, wrong: set[int], rng: random.Random) -> list[str]:
+    """The solution recomputed with the results of the steps in ``wrong`` off by 1-3, carried forward."""
+    steps, value = [], None
+    for index, step in enumerate(problem.steps[:-1]):
+        left = step.split(" = ")[0]
         a, operator, b = left.split()
         a = int(a) if value is None else value
-        result = {"+": a + int(b), "-": a - int(b), "*": a * int(b)}[operator]
-        if index == wrong_at:
-            result += rng.choice([-3, -2, -1, 1, 2, 3])
-        steps.append(f"{a} {operator} {b} = {result}")
-        labels.append(1 if index < wrong_at else 0)
-        value = result
+        value = _apply(a, operator, int(b)) + (rng.choice([-3, -2, -1, 1, 2, 3]) if index in wrong else 0)
+        steps.append(f"{a} {operator} {b} = {value}")
     steps.append(f"The answer is \\boxed{{{value}}}")
-    labels.append(0)
-    return steps, labels
+    return steps
+
+
+def corrupt(problem: ArithProblem, rng: random.Random) -> tuple[list[str], list[int]]:
+    """A wrong solution: one step's result is off, the error is carried forward. Labels per step: 1 good, 0 bad."""
+    wrong_at = rng.randrange(len(problem.steps) - 1)
+    steps = _with_errors(problem, {wrong_at}, rng)
+    return steps, [1] * wrong_at + [0] * (len(steps) - wrong_at)
+
+
+def corrupt_each_step(problem: ArithProblem, rng: random.Random, probability: float) -> list[str]:
+    """A solution whose every step's result is off with ``probability``, each error carried forward:
+    verifier training data with many wrong steps, also after an earlier one (``corrupt`` has one)."""
+    wrong = {index for index in range(len(problem.steps) - 1) if rng.random() < probability}
+    return _with_errors(problem, wrong, rng)

@@ -1,6 +1,6 @@
 """Train the embedded demo models: a tiny OLMoE policy and a tiny RLHFlow-format PRM, on CPU, seeded.
 
-    python -m lm_eval_moe.demo.train [--output lm_eval_moe/demo/models] [--policy-steps N] [--prm-steps N]
+    python -m lm_eval_moe.demo.train [--output lm_eval_moe/demo/models] [--policy-steps N]
 
 Writes ``tiny-arith-moe/`` and ``tiny-arith-prm/`` (config, float16 weights, tokenizer) and
 ``training_log.json`` (losses, held-out accuracy per expert count, PRM AUC). The same command with the
@@ -14,12 +14,13 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lm_eval_moe.demo.arith import ArithProblem, Difficulty, corrupt, problems
+from lm_eval_moe.demo.arith import ArithProblem, Difficulty, corrupt, corrupt_each_step, problems, step_result
 from lm_eval_moe.testing import EOS_ID, PAD_ID, byte_tokenizer
 
 DIFFICULTY = Difficulty()
@@ -130,74 +131,171 @@ def prm_tokenizer():
     return tokenizer
 
 
-def prm_examples(tokenizer, train: list[ArithProblem], seed: int) -> list[tuple[list[int], list[int]]]:
-    """Conversations of steps, each followed by an assistant "+" as at scoring time; the target at each
-    assistant turn is the step's true label ("+" or "-", weighted x5), and the step tokens of correct
-    solutions get a language-model loss: the policy's arithmetic does not carry over to this layout
-    (measured: its log-probability of the step results is -13 nats here against -1 in its own prompt
-    format), so the PRM has to relearn the arithmetic it checks. Writing the
-    true labels into the conversation instead (RLHFlow's training data does) lets a tiny model copy the
-    previous label after the first "-" and learn nothing about the steps (measured: held-out AUC 0.51)."""
-    from lm_eval_moe.verifiers import RLHFlowPRM
+PRM_CORRUPTION = 0.5  # each training step's result is wrong with this probability (carried forward)
+PRM_PHASES = (  # (name, layout, labels, steps, peak lr), see train_prm
+    ("A", "policy", "local", 900, 2e-3),
+    ("B", "conversation", "local", 1200, 2e-3),
+    ("C", "conversation", "prefix", 600, 1e-3),
+)
+LABEL_WEIGHT = 5.0  # an assistant-turn label counts as five result digits
 
+
+@dataclass
+class PRMExample:
+    """Token ids; next-token targets (-100: none); a "+"/"-" target at the position itself (1 right,
+    0 wrong, -100 none) at every result digit and every assistant turn; the weights of those targets."""
+
+    ids: list[int]
+    next_tokens: list[int]
+    flags: list[int]
+    flag_weights: list[float]
+
+
+def _flag_steps(example: PRMExample, steps: list[str], step_starts: list[int], label_positions: list[int] | None,
+                labels: str) -> None:
+    """Mark each written result digit "right so far" (local: this step alone; prefix: and every step
+    before it), and the step's label at its assistant turn. Digit-level targets give the checker a
+    signal per digit instead of one bit per step."""
+    all_right, carried = True, None
+    for index, (step, start) in enumerate(zip(steps, step_starts)):
+        offset, written, expected = step_result(step, carried)
+        carried = int(written)
+        before = all_right or labels == "local"
+        for digit in range(len(written)):
+            example.flags[start + offset + digit] = int(before and written[: digit + 1] == expected[: digit + 1])
+            example.flag_weights[start + offset + digit] = 1.0
+        all_right = all_right and written == expected
+        if label_positions is not None:
+            example.flags[label_positions[index]] = int(all_right if labels == "prefix" else written == expected)
+            example.flag_weights[label_positions[index]] = LABEL_WEIGHT
+
+
+def policy_layout_example(tokenizer, question: str, steps: list[str], correct: bool, labels: str) -> PRMExample:
+    """The solution as the policy writes it (the PRM tokenizer keeps the policy's byte ids); next-token
+    targets on correct solutions only."""
+    prompt, text = PROMPT.format(question=question), "\n\n".join(steps)
+    ids = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
+    if len(ids) != len(prompt) + len(text):
+        raise ValueError("the demo text must be ASCII (one byte token per character)")
+    example = PRMExample(ids, [-100] * len(ids), [-100] * len(ids), [0.0] * len(ids))
+    if correct:
+        example.next_tokens[len(prompt) - 1 : -1] = ids[len(prompt) :]
+    starts = [len(prompt) + sum(len(step) + 2 for step in steps[:index]) for index in range(len(steps))]
+    _flag_steps(example, steps, starts, None, labels)
+    return example
+
+
+def conversation_example(tokenizer, question: str, steps: list[str], correct: bool, labels: str) -> PRMExample:
+    """The RLHFlow conversation exactly as RLHFlowPRM lays it out; the label sits at the position that
+    predicts each assistant "+" (the turn marker, right after the step's text), next-token targets on the
+    steps of correct solutions."""
+    from lm_eval_moe.verifiers.prm import rlhflow_layout
+
+    ids, label_positions = rlhflow_layout(tokenizer, question, steps)
+    step_starts = [position - len(step) for position, step in zip(label_positions, steps)]
+    for start, step in zip(step_starts, steps):
+        if ids[start : start + len(step)] != tokenizer(step, add_special_tokens=False)["input_ids"]:
+            raise ValueError(f"step {step!r} should end right before its assistant turn, one byte token per character")
+    example = PRMExample(ids, [-100] * len(ids), [-100] * len(ids), [0.0] * len(ids))
+    if correct:
+        for start, step in zip(step_starts, steps):
+            example.next_tokens[start - 1 : start + len(step) - 1] = ids[start : start + len(step)]
+    _flag_steps(example, steps, step_starts, label_positions, labels)
+    return example
+
+
+def prm_phase_examples(tokenizer, train: list[ArithProblem], seed: int, layout: str, labels: str) -> list[PRMExample]:
+    """Each training problem twice: solved correctly, and with every step wrong with probability
+    PRM_CORRUPTION (the policy's own mistakes are wrong results: measured, 87 of its 88 greedy errors)."""
     rng = random.Random(seed)
-    verifier = RLHFlowPRM.__new__(RLHFlowPRM)  # only its conversation layout is used here
-    label_ids = {1: tokenizer.convert_tokens_to_ids("+"), 0: tokenizer.convert_tokens_to_ids("-")}
     examples = []
     for problem in train:
-        for steps, labels in ((list(problem.steps), [1] * len(problem.steps)), corrupt(problem, rng)):
-            turns = verifier.conversation(problem.question, steps)
-            step_labels = iter(labels)
-            ids, targets = [], []
-            for index, turn in enumerate(turns):
-                prefix = tokenizer.apply_chat_template(turns[: index + 1], tokenize=False)
-                piece = tokenizer(prefix, add_special_tokens=False)["input_ids"][len(ids):]
-                if turn["role"] == "assistant":
-                    if len(piece) != 2:
-                        raise ValueError(f"an assistant turn should be the marker and '+', got {piece}")
-                    targets += [-100, -200 - label_ids[next(step_labels)]]  # -200 - id: a label target (weighted)
-                else:
-                    correct = all(labels)
-                    targets += [-100] + (piece[1:] if correct else [-100] * (len(piece) - 1))
-                ids += piece
-            examples.append((ids, targets))
+        for steps, correct in ((list(problem.steps), True), (corrupt_each_step(problem, rng, PRM_CORRUPTION), False)):
+            if layout == "policy":
+                examples.append(policy_layout_example(tokenizer, problem.question, steps, correct, labels))
+            else:
+                examples.append(conversation_example(tokenizer, problem.question, steps, correct, labels))
     return examples
 
 
-def train_prm(train: list[ArithProblem], steps: int, seed: int, log: dict, policy: torch.nn.Module,
-              run_steps: int | None = None):
-    """The PRM starts from the trained policy (which already does the arithmetic it must check), with
-    two new turn-marker tokens, and is fine-tuned in the RLHFlow format."""
+def _prm_batch(batch: list[PRMExample]) -> dict[str, torch.Tensor]:
+    width = max(len(example.ids) for example in batch)
+    tensors = {"ids": torch.full((len(batch), width), PAD_ID), "mask": torch.zeros(len(batch), width, dtype=torch.long),
+               "next": torch.full((len(batch), width), -100), "flags": torch.full((len(batch), width), -100),
+               "weights": torch.zeros(len(batch), width)}
+    for row, example in enumerate(batch):
+        size = len(example.ids)
+        tensors["ids"][row, :size] = torch.tensor(example.ids)
+        tensors["mask"][row, :size] = 1
+        tensors["next"][row, :size] = torch.tensor(example.next_tokens)
+        tensors["flags"][row, :size] = torch.tensor(example.flags)
+        tensors["weights"][row, :size] = torch.tensor(example.flag_weights)
+    return tensors
+
+
+def train_prm(train: list[ArithProblem], seed: int, log: dict, policy: torch.nn.Module,
+              phases: tuple = PRM_PHASES, run_steps: int | None = None):
+    """The PRM starts from the trained policy, with two new turn-marker tokens, and learns in three phases.
+    The policy's arithmetic exists only in its own layout (measured: the log-probability of correct step
+    results is -1.6 nats per solution there, -14 to -30 in any other layout), so the check "written digit
+    vs computed digit" is learned first where that arithmetic works (A: the policy's layout, every result
+    digit marked right or wrong), then carried into the RLHFlow conversation (B: same targets plus the
+    label at each assistant turn, plus language modelling of correct steps), then propagated: a step after
+    a wrong one is wrong too (C: prefix labels, RLHFlow's meaning of "+"). Measured on the held-out set
+    (exploratory runs): B straight from the policy, without A, plateaus at a first-wrong-step AUC of 0.69;
+    B with one wrong step per solution (``corrupt``) instead of PRM_CORRUPTION reaches a min-AUC of 0.66.
+    ``run_steps`` stops each phase early (the reproduction check replays the start)."""
     import copy
 
     tokenizer = prm_tokenizer()
+    plus, minus = tokenizer.convert_tokens_to_ids("+"), tokenizer.convert_tokens_to_ids("-")
     torch.manual_seed(seed)
     model = copy.deepcopy(policy)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.config.output_router_logits = False
-    examples = prm_examples(tokenizer, train, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    batches = _batches(examples, 32, random.Random(seed + 1))
-    model.train()
-    losses, start = [], time.time()
-    for step in range(run_steps or steps):
-        ids, targets, mask = _padded_batch(next(batches))
-        _set_lr(optimizer, _schedule(step, steps, 1e-3))
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        shifted = targets[:, 1:]
-        is_label = shifted <= -200
-        target_ids = torch.where(is_label, -200 - shifted, shifted)
-        per_token = F.cross_entropy(logits.transpose(1, 2), target_ids.clamp(min=0), reduction="none")
-        weights = torch.where(is_label, 5.0, (shifted >= 0).float())
-        loss = (per_token * weights).sum() / weights.sum()
-        _update(model, optimizer, loss, losses)
-        _report("prm", step, steps, losses, start)
+    log["prm"] = {"format": "rlhflow_prm", "initialised_from": "tiny-arith-moe", "batch_size": 32,
+                  "corruption_probability": PRM_CORRUPTION, "phases": {}}
+    for offset, (name, layout, labels, steps, peak) in enumerate(phases):
+        examples = prm_phase_examples(tokenizer, train, seed + offset, layout, labels)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01, betas=(0.9, 0.98))
+        batches = _batches(examples, 32, random.Random(seed + 1 + offset))
+        model.train()
+        losses, start = [], time.time()
+        for step in range(run_steps or steps):
+            batch = _prm_batch(next(batches))
+            _set_lr(optimizer, _schedule(step, steps, peak))
+            logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits.float()
+            language = F.cross_entropy(logits.transpose(1, 2), batch["next"], ignore_index=-100)
+            pair = logits[..., [minus, plus]].transpose(1, 2)  # class 1 is "+"
+            per_flag = F.cross_entropy(pair, batch["flags"].clamp(min=0), reduction="none")
+            loss = language + (per_flag * batch["weights"]).sum() / batch["weights"].sum()
+            _update(model, optimizer, loss, losses)
+            _report(f"prm {name}", step, steps, losses, start)
+        log["prm"]["phases"][name] = {
+            "layout": layout, "labels": labels, "steps": steps, "peak_lr": peak, "examples": len(examples),
+            "losses_first_20": losses[:20], "loss_first_100": sum(losses[:100]) / min(100, len(losses)),
+            "loss_last_100": sum(losses[-100:]) / min(100, len(losses)), "seconds": round(time.time() - start)}
     model.eval()
-    log["prm"] = {"format": "rlhflow_prm", "initialised_from": "tiny-arith-moe", "steps": steps, "batch_size": 32,
-                  "examples": len(examples), "losses_first_20": losses[:20],
-                  "loss_first_100": sum(losses[:100]) / min(100, len(losses)),
-                  "loss_last_100": sum(losses[-100:]) / min(100, len(losses)), "seconds": round(time.time() - start)}
     return model, tokenizer
+
+
+def solve(model, held_out: list[ArithProblem], **generation) -> list[str]:
+    """The policy's solutions in its own prompt layout, 50 problems per left-padded batch."""
+    tokenizer = byte_tokenizer()
+    texts = []
+    for start in range(0, len(held_out), 50):
+        prompts = [tokenizer.encode(policy_text(p)[0]) for p in held_out[start : start + 50]]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), PAD_ID)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=120, pad_token_id=PAD_ID,
+                                 eos_token_id=EOS_ID, **generation)
+        texts += [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, width:].tolist()]
+    return texts
 
 
 def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_counts: tuple[int, ...] = (1, 2, 3, 4, 8)
@@ -206,27 +304,12 @@ def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_count
     from lm_eval_moe.moe import attach
     from lm_eval_moe.scoring import check_numeric
 
-    tokenizer = byte_tokenizer()
     moe = attach(model)
     accuracy = {}
     for k in expert_counts:
-        correct = 0
         with moe.settings(expert_count=k):
-            for start in range(0, len(held_out), 50):
-                chunk = held_out[start : start + 50]
-                prompts = [tokenizer.encode(policy_text(p)[0]) for p in chunk]
-                width = max(len(p) for p in prompts)
-                ids = torch.full((len(prompts), width), PAD_ID)
-                mask = torch.zeros_like(ids)
-                for row, prompt in enumerate(prompts):
-                    ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                    mask[row, width - len(prompt) :] = 1
-                with torch.no_grad():
-                    out = model.generate(ids, attention_mask=mask, max_new_tokens=120, do_sample=False,
-                                         pad_token_id=PAD_ID, eos_token_id=EOS_ID)
-                for problem, row in zip(chunk, out[:, width:].tolist()):
-                    text = tokenizer.decode(row, skip_special_tokens=True)
-                    correct += check_numeric(text, str(problem.answer)).correct
+            texts = solve(model, held_out, do_sample=False)
+        correct = sum(check_numeric(text, str(p.answer)).correct for p, text in zip(held_out, texts))
         accuracy[str(k)] = correct / len(held_out)
         print(f"held-out greedy accuracy at k={k}: {accuracy[str(k)]:.3f}", flush=True)
     moe.detach()
@@ -267,21 +350,22 @@ def evaluate_prm(model, tokenizer, held_out: list[ArithProblem], seed: int, log:
           f"step accuracy {log['prm']['held_out_step_accuracy']:.3f}", flush=True)
 
 
-def save(model, tokenizer, directory: Path) -> None:
-    """Stored as float16 (half the size), loaded as float32; the model is rounded in place first, so
-    the metrics measured after saving are those of the shipped weights."""
+def save(model, tokenizer, directory: Path):
+    """Stored as float16 (half the size); returns the model reloaded from the files in float32, so every
+    metric measured and every model trained after saving starts from exactly the shipped weights (rounding
+    in place would also round the rotary frequencies, which are recomputed, not stored, at load)."""
+    from transformers import AutoModelForCausalLM
+
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.dtype = "float32"
     model.half().save_pretrained(directory)
-    model.float()
     tokenizer.save_pretrained(directory)
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default=str(Path(__file__).parent / "models"))
     parser.add_argument("--policy-steps", type=int, default=600)
-    parser.add_argument("--prm-steps", type=int, default=600)
     parser.add_argument("--train-problems", type=int, default=20000)
     parser.add_argument("--eval-problems", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
@@ -291,11 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     train = problems(args.seed, args.train_problems, held_out=False, difficulty=DIFFICULTY)
     held_out = problems(args.seed + 1, args.eval_problems, held_out=True, difficulty=DIFFICULTY)
     log: dict = {"seed": args.seed, "difficulty": DIFFICULTY.__dict__, "torch": torch.__version__}
-    policy = train_policy(train, args.policy_steps, args.seed, log)
-    save(policy, byte_tokenizer(), output / "tiny-arith-moe")
+    policy = save(train_policy(train, args.policy_steps, args.seed, log), byte_tokenizer(), output / "tiny-arith-moe")
     evaluate_policy(policy, held_out, log)
-    prm, tokenizer = train_prm(train, args.prm_steps, args.seed, log, policy)
-    save(prm, tokenizer, output / "tiny-arith-prm")
+    prm, tokenizer = train_prm(train, args.seed, log, policy)
+    prm = save(prm, tokenizer, output / "tiny-arith-prm")
     evaluate_prm(prm, tokenizer, held_out, args.seed, log)
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
     print(json.dumps(log, indent=2))

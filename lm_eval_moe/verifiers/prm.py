@@ -32,6 +32,10 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output[0]
 
 
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class _BatchedPRM:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, name: str = "") -> None:
         self.model = model.eval()
@@ -59,7 +63,7 @@ class _BatchedPRM:
         return outputs
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return _encode(self.tokenizer, text)
 
 
 class QwenPRM(_BatchedPRM):
@@ -114,26 +118,10 @@ class RLHFlowPRM(_BatchedPRM):
             turns.append({"role": "assistant", "content": "+"})
         return turns
 
-    def _template(self, turns: list[dict[str, str]], generation_prompt: bool) -> list[int]:
-        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
-        return self._encode(text)
-
     def score(self, questions: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[StepScores]:
-        sequences, all_positions = [], []
-        for question, steps in zip(questions, step_lists):
-            turns = self.conversation(question, steps)
-            sequence = self._template(turns, generation_prompt=False) if turns else []
-            positions = []
-            for index in range(len(steps)):
-                plus_at = len(self._template(turns[: 2 * index + 1], generation_prompt=True))
-                if plus_at >= len(sequence) or sequence[plus_at] != self.plus_id:
-                    raise PRMFormatError(
-                        f"the assistant '+' of step {index} is not a separate token at position {plus_at}: "
-                        "this chat template does not fit the RLHFlow PRM format"
-                    )
-                positions.append(plus_at - 1)  # the position whose logits predict the '+'
-            sequences.append(sequence)
-            all_positions.append(positions)
+        layouts = [rlhflow_layout(self.tokenizer, question, steps) for question, steps in zip(questions, step_lists)]
+        sequences = [sequence for sequence, _ in layouts]
+        all_positions = [positions for _, positions in layouts]
         scored = self._forward([s for s in sequences if s]) if any(sequences) else []
         results, cursor = [], 0
         for sequence, positions in zip(sequences, all_positions):
@@ -145,3 +133,28 @@ class RLHFlowPRM(_BatchedPRM):
             pair = logits[positions][:, [self.plus_id, self.minus_id]]
             results.append(StepScores(tuple(F.softmax(pair, dim=-1)[:, 0].tolist()), len(sequence)))
         return results
+
+
+def rlhflow_layout(tokenizer: Any, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+    """The RLHFlow conversation's token ids and, per step, the position whose logits predict its assistant
+    "+" (found by templating each turn prefix). Shared by scoring and by the demo PRM's training, so both
+    read the same positions."""
+    if not steps:
+        return [], []
+    turns = RLHFlowPRM.conversation(question, steps)
+
+    def template(prefix: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+        text = tokenizer.apply_chat_template(prefix, tokenize=False, add_generation_prompt=generation_prompt)
+        return _encode(tokenizer, text)
+
+    sequence, positions = template(turns, False), []
+    plus_id = _encode(tokenizer, "+")[-1]
+    for index in range(len(steps)):
+        plus_at = len(template(turns[: 2 * index + 1], True))
+        if plus_at >= len(sequence) or sequence[plus_at] != plus_id:
+            raise PRMFormatError(
+                f"the assistant '+' of step {index} is not a separate token at position {plus_at}: "
+                "this chat template does not fit the RLHFlow PRM format"
+            )
+        positions.append(plus_at - 1)
+    return sequence, positions
