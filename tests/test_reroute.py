@@ -165,10 +165,17 @@ def test_costs_count_the_optimisation_separately():
     (outcome,) = rr.generate([prompt], 8, GREEDY, [0])
     cost = outcome.cost
     assert cost.generated_tokens == 8 and cost.prompt_tokens == len(prompt)
-    # two phases (prompt, prompt+4) of 2 forward+backward steps; one re-prefill after the second update
-    assert cost.extra_forward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4) + (len(prompt) + 4)
+    # two phases (prompt, prompt+4) of 2 forward+backward steps; one re-prefill after the second update,
+    # of which the last token (sampled, not yet fed) is decoding's own forward
+    assert cost.extra_forward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4) + (len(prompt) + 3)
     assert cost.extra_backward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4)
     assert cost.extra_flops > cost.flops > 0
+    # the main cost is exactly plain decoding's: the prompt, then each generated token but the last
+    counts = rr.moe.expert_counts
+    plain = rr.cost_model.forward_flops(len(prompt), 0, counts) + sum(
+        rr.cost_model.forward_flops(1, len(prompt) + i, counts) for i in range(7))
+    assert cost.flops == pytest.approx(plain, rel=1e-12)
+    assert cost.routed_expert_tokens == (len(prompt) + 7) * sum(counts)
 
 
 def test_config_errors_name_the_value():

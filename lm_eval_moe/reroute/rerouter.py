@@ -213,13 +213,16 @@ class Rerouter:
                     after = _row_losses(out.logits, ids, mask).cpu()
                     for position, row in enumerate(active):
                         tokens = len(contexts[position])
-                        flops = self.cost_model.forward_flops(tokens, 0, counts)
                         cost = outcomes[row].cost
                         if first_prefill:
                             cost.add_forward(self.cost_model, tokens, 0, counts)
                         else:
-                            cost.extra_forward_tokens += tokens
-                            cost.extra_flops += flops
+                            # the last context token was sampled but never fed: plain decoding pays its
+                            # forward too, so only re-reading the tokens before it is the update's overhead
+                            cost.add_forward(self.cost_model, 1, tokens - 1, counts)
+                            cost.extra_forward_tokens += tokens - 1
+                            cost.extra_flops += (self.cost_model.forward_flops(tokens, 0, counts)
+                                                 - self.cost_model.forward_flops(1, tokens - 1, counts))
                         if outcomes[row].phases and config.steps > 0:
                             outcomes[row].phases[-1]["loss_after"] = float(after[position])
                     past, pending = out.past_key_values, None
