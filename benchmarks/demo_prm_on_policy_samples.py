@@ -19,26 +19,20 @@ from collections import Counter
 import torch
 
 from lm_eval_moe.demo import MODELS_DIR, resolve_model_name
-from lm_eval_moe.demo.arith import problems, step_result
+from lm_eval_moe.demo.arith import problems, step_results
 from lm_eval_moe.demo.train import DIFFICULTY, auc, solve
 from lm_eval_moe.scoring import check_numeric
-from lm_eval_moe.verifiers import RLHFlowPRM, aggregate
+from lm_eval_moe.verifiers import RLHFlowPRM, aggregate, split_steps
 
 STEP_RESULTS = {True: "all step results right", False: "a step result wrong", None: "unparsable step"}
 
 
 def results_all_right(steps: list[str]) -> bool | None:
     """Whether every step's written result is what its own numbers give; None: a step is not parsable."""
-    carried = None
     try:
-        for step in steps:
-            _, written, expected = step_result(step, carried)
-            if written != expected:
-                return False
-            carried = int(written)
+        return all(written == expected for _, written, expected in step_results(steps))
     except ValueError:
         return None
-    return True
 
 
 def main() -> None:
@@ -59,7 +53,7 @@ def main() -> None:
     held_out = problems(seed + 1, args.problems, held_out=True, difficulty=DIFFICULTY)  # the log's held-out set
     texts = solve(policy, held_out, do_sample=True, temperature=0.8)
     correct = [check_numeric(text, str(p.answer)).correct for p, text in zip(held_out, texts)]
-    steps = [[step for step in text.split("\n\n") if step.strip()] for text in texts]
+    steps = [split_steps(text) for text in texts]
     scores = [aggregate(s.scores, "last") for s in prm.score([p.question for p in held_out], steps)]
     right = [score for score, ok in zip(scores, correct) if ok]
     wrong = [score for score, ok in zip(scores, correct) if not ok]

@@ -13,7 +13,7 @@ import torch
 
 from lm_eval_moe.demo import MODELS_DIR, resolve_model_name
 from lm_eval_moe.demo import train as demo_train
-from lm_eval_moe.demo.arith import corrupt, corrupt_each_step, is_held_out, problems, step_result
+from lm_eval_moe.demo.arith import corrupt, corrupt_each_step, is_held_out, problems, step_results
 
 LOG = json.loads((MODELS_DIR / "training_log.json").read_text())
 SEED = LOG["seed"]
@@ -80,12 +80,8 @@ def test_every_step_corruption_rates():
     problem = problems(SEED, 1, held_out=False, difficulty=demo_train.DIFFICULTY)[0]
     assert corrupt_each_step(problem, random.Random(0), 0.0) == list(problem.steps)
     steps = corrupt_each_step(problem, random.Random(0), 1.0)
-    carried = None
-    for step in steps[:-1]:
-        _, written, expected = step_result(step, carried)
-        assert written != expected
-        carried = int(written)
-    assert step_result(steps[-1], carried)[1] == step_result(steps[-1], carried)[2]  # the answer repeats the last value
+    right = [written == expected for _, written, expected in step_results(steps)]
+    assert right == [False] * (len(steps) - 1) + [True]  # every result off; the answer repeats the last value
 
 
 def test_logged_accuracy_is_the_shipped_policys():

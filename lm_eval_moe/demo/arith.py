@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 NAMES = ("Ana", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana", "Ivy", "Jon", "Kai", "Lea", "Max", "Nia", "Omar",
@@ -117,6 +118,16 @@ def step_result(step: str, carried: int | None) -> tuple[int, str, str]:
     left, written = step.split(" = ")
     a, operator, b = left.split()
     return len(left) + 3, written, str(_apply(int(a), operator, int(b)))
+
+
+def step_results(steps: Sequence[str]) -> Iterator[tuple[int, str, str]]:
+    """``step_result`` of each step in turn, each written result carried into the next step (so a step is
+    judged on the numbers it was given, and the answer step against the last written result)."""
+    carried = None
+    for step in steps:
+        offset, written, expected = step_result(step, carried)
+        carried = int(written)
+        yield offset, written, expected
 
 
 def _with_errors(problem: ArithProblem, wrong: set[int], rng: random.Random) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lm_eval_moe.demo.arith import ArithProblem, Difficulty, corrupt, corrupt_each_step, problems, step_result
+from lm_eval_moe.demo.arith import ArithProblem, Difficulty, corrupt, corrupt_each_step, problems, step_results
 from lm_eval_moe.testing import EOS_ID, PAD_ID, byte_tokenizer
 
 DIFFICULTY = Difficulty()
@@ -156,10 +156,8 @@ def _flag_steps(example: PRMExample, steps: list[str], step_starts: list[int], l
     """Mark each written result digit "right so far" (local: this step alone; prefix: and every step
     before it), and the step's label at its assistant turn. Digit-level targets give the checker a
     signal per digit instead of one bit per step."""
-    all_right, carried = True, None
-    for index, (step, start) in enumerate(zip(steps, step_starts)):
-        offset, written, expected = step_result(step, carried)
-        carried = int(written)
+    all_right = True
+    for index, (start, (offset, written, expected)) in enumerate(zip(step_starts, step_results(steps))):
         before = all_right or labels == "local"
         for digit in range(len(written)):
             example.flags[start + offset + digit] = int(before and written[: digit + 1] == expected[: digit + 1])
