@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# One command for a newcomer: a fresh virtual environment, the package, and the main job (Dynamic Experts
-# Search) on the embedded tiny models and the demo task, offline on CPU in a few minutes.
+# One command for a newcomer: a fresh virtual environment with the package and what its tests need, then the
+# main job (Dynamic Experts Search) on the embedded tiny models and the demo task, offline on CPU in minutes.
 #
-#   bash quickstart.sh            # then: . .venv/bin/activate
+#   bash quickstart.sh            # then: . .venv/bin/activate && python -m pytest -q
 #
-# Uses an installed torch if the environment has one; otherwise installs torch 2.13.0 (on a machine
-# without a local wheel, pip fetches it: pick your CPU/CUDA build first if you care).
+# Uses an installed torch if the environment has one; otherwise installs torch 2.13.0 (on a machine without a
+# local wheel, pip fetches it from PyPI: install the CPU or CUDA build you want first if you care).
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
+python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
-python -m pip install -q -e .
+python -m pip install -q -e ".[test]"      # the package, plus pytest and matplotlib for the tests and plots
 
 lm_eval --model moe_des \
   --model_args pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,expert_counts=1-4 \

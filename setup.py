@@ -16,11 +16,12 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 PTH_NAME = "lm_eval_moe.pth"
-# site.py executes .pth lines that start with "import"; the try keeps a broken install from
-# printing a traceback on every Python start.
+# site.py executes .pth lines that start with "import"; the try turns a broken install into one line on
+# stderr instead of a traceback on every Python start.
 PTH_LINE = (
     'import sys; exec("try:\\n import lm_eval_moe._lm_eval_hook as h; h.install()\\n'
-    'except Exception:\\n pass")\n'
+    'except Exception as e:\\n sys.stderr.write(f\'lm_eval_moe.pth: hook not installed ({e!r}); '
+    'lm_eval will not see moe_* models unless lm_eval_moe.register() is called\\\\n\')")\n'
 )
 
 

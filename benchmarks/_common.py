@@ -1,6 +1,10 @@
-"""The random-weight policy the search and rerouting benchmarks share (hidden 256, 32 experts, top-8, 4 layers)."""
+"""What the benchmarks share: the random-weight policy of the search and rerouting benchmarks (hidden 256,
+32 experts, top-8, 4 layers) and the benchmark data folder."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.moe import attach
@@ -13,3 +17,8 @@ def benchmark_policy():
                      num_hidden_layers=4)
     moe = attach(model)
     return model, moe, byte_tokenizer(), CostModel.from_model(model, moe)
+
+
+def benchmark_data_dir() -> Path:
+    """``LM_EVAL_MOE_DATA_DIR`` if set, else the public benchmark files shipped with the tests."""
+    return Path(os.environ.get("LM_EVAL_MOE_DATA_DIR") or Path(__file__).resolve().parents[1] / "tests" / "data")

@@ -6,16 +6,16 @@
   answer costs), in the main thread (SIGALRM bound);
 * ``math_verify_thread``: the same from a worker thread, where the bound needs the helper process.
 
-    LM_EVAL_MOE_DATA_DIR=../shared/data python benchmarks/bench_answer_check.py
+    python benchmarks/bench_answer_check.py
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from pathlib import Path
+
+from _common import benchmark_data_dir
 
 from lm_eval_moe.scoring import check_math
 from lm_eval_moe.scoring.bounded import call_bounded
@@ -23,7 +23,7 @@ from lm_eval_moe.scoring.equivalence import _math_verify
 
 
 def main() -> None:
-    data_dir = Path(os.environ.get("LM_EVAL_MOE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data_dir = benchmark_data_dir()
     answers = [json.loads(line)["answer"] for line in (data_dir / "math500" / "test.jsonl").open()]
     timings = {}
 

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import attach
 from lm_eval_moe.testing import tiny_moe
 
@@ -61,10 +62,10 @@ def main() -> None:
 
     def forward(batch_ids, past=None, **settings):
         with torch.no_grad(), moe.settings(**settings):
-            return model(batch_ids, past_key_values=past, use_cache=True)
+            return model(batch_ids, **cache_argument(past), use_cache=True)
 
     with torch.no_grad():
-        prefix = model(ids, use_cache=True).past_key_values
+        prefix = returned_cache(model(ids, use_cache=True))
     step = torch.randint(4, 260, (args.batch, 1), generator=torch.Generator().manual_seed(1))
 
     def decode(rows, **settings):

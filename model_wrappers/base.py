@@ -3,7 +3,7 @@
 Subclassing lm-eval's ``HFLM`` keeps everything users rely on (chat templates, batching, dtype,
 ``device_map``/``parallelize``, data parallel under ``accelerate launch``, ``trust_remote_code``,
 peft). This base adds the Dynamic MoE handle, the cost model, run totals in ``get_model_info()``
-and a guard against lm-eval's request cache, which ignores model args (LM_EVAL.md).
+and a guard against lm-eval's request cache, which ignores model args (docs/LM_EVAL.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ scorers and search models treat all benchmarks alike:
 Splits: ``test``, and ``fewshot`` = the benchmark's training split where it has one (GSM8K), else the
 test split itself (lm-eval's sampler never shows a problem its own solution).
 
-Local layout (as in ``../shared/data``; see README)::
+Local layout (as in ``tests/data``, the copies the tests use; see README)::
 
     $LM_EVAL_MOE_DATA_DIR/gsm8k/test.jsonl            (+ optional gsm8k/train.jsonl)
     $LM_EVAL_MOE_DATA_DIR/math500/test.jsonl

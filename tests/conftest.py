@@ -14,14 +14,14 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+BENCHMARK_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"benchmark data folder {SHARED_DATA} is missing (CI runs with ../shared beside the repo)")
-    return SHARED_DATA
+def benchmark_data() -> pathlib.Path:
+    """The public benchmark files shipped with the tests (tests/data/PROVENANCE.md), in the layout that
+    ``LM_EVAL_MOE_DATA_DIR`` expects."""
+    return BENCHMARK_DATA
 
 
 @pytest.fixture(scope="session")
@@ -119,12 +119,12 @@ LCB_SOLUTIONS = {
 
 
 @pytest.fixture(scope="session")
-def data_dir_with_lcb(tmp_path_factory, shared_data) -> pathlib.Path:
-    """../shared/data plus a livecodebench/ folder (test.jsonl = release_v1, test2.jsonl = v2 delta)."""
+def data_dir_with_lcb(tmp_path_factory, benchmark_data) -> pathlib.Path:
+    """tests/data plus a livecodebench/ folder (test.jsonl = release_v1, test2.jsonl = v2 delta)."""
     import json
 
     root = tmp_path_factory.mktemp("data")
-    for entry in shared_data.iterdir():
+    for entry in benchmark_data.iterdir():
         (root / entry.name).symlink_to(entry)
     folder = root / "livecodebench"
     folder.mkdir()

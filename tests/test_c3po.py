@@ -68,10 +68,10 @@ def test_references_must_match_the_model(tiny_model_dir, tmp_path):
         MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu")
 
 
-def test_build_command_refuses_when_nothing_is_solved(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+def test_build_command_refuses_when_nothing_is_solved(tiny_model_dir, tmp_path, benchmark_data, monkeypatch):
     from lm_eval_moe.cli import main
 
-    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(benchmark_data))
     with pytest.raises(SystemExit, match="solved none"):
         main(["c3po-build", "--model_args", f"pretrained={tiny_model_dir}", "--task", "moe_gsm8k", "--limit", "2",
               "--max_gen_toks", "4", "--output", str(tmp_path / "refs.pt")])

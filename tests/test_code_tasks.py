@@ -47,8 +47,9 @@ def test_all_humaneval_reference_solutions_pass_and_stubs_fail(runner, capsys):
     assert not any(r.passed for r in stubs) and not any(r.passed for r in empty)
 
 
-def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, shared_data, capsys):
-    rows = [json.loads(line) for line in (shared_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
+@pytest.mark.slow  # all 427 MBPP programs in the sandbox
+def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, benchmark_data, capsys):
+    rows = [json.loads(line) for line in (benchmark_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
     docs = [mbpp(row) for row in rows]
     results = _run_docs(runner, docs, lambda d: d["moe_solution"])
     failures = [(r0["task_id"], r.outcome, r.detail) for r0, r in zip(rows, results) if not r.passed]
@@ -62,8 +63,9 @@ def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, shared_da
     assert forgeable == sorted(MBPP_IN_SANDBOX) and not any(r.passed for r in empty)
 
 
-def test_the_in_sandbox_list_is_exactly_what_the_proxy_cannot_judge(runner, shared_data):
-    rows = [json.loads(line) for line in (shared_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
+@pytest.mark.slow  # all 427 MBPP programs again
+def test_the_in_sandbox_list_is_exactly_what_the_proxy_cannot_judge(runner, benchmark_data):
+    rows = [json.loads(line) for line in (benchmark_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
     docs = []
     for row in rows:
         doc = mbpp(row)

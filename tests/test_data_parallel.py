@@ -16,13 +16,15 @@ import pytest
 
 from lm_eval_moe.model_wrappers.base import padding_mask
 
+pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
+
 LIMIT = 5  # odd: the ranks get 3 and 2 documents, so lm-eval pads the second rank
 
 
-def _evaluate(model: str, model_args: str, out: Path, shared_data: Path, processes: int, task: str = "moe_gsm8k",
+def _evaluate(model: str, model_args: str, out: Path, benchmark_data: Path, processes: int, task: str = "moe_gsm8k",
               include: Path | None = None) -> tuple[dict, dict[int, dict]]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               LM_EVAL_MOE_DATA_DIR=str(shared_data), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+               LM_EVAL_MOE_DATA_DIR=str(benchmark_data), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command = (launcher if processes > 1 else [sys.executable]) + [
@@ -50,13 +52,13 @@ def _assert_same_samples(single: dict[int, dict], parallel: dict[int, dict]) -> 
 
 
 @pytest.mark.parametrize("model", ["moe_hf", "moe_des"])
-def test_two_processes_give_the_single_process_samples(model, tiny_model_dir, qwen_prm_dir, tmp_path, shared_data):
+def test_two_processes_give_the_single_process_samples(model, tiny_model_dir, qwen_prm_dir, tmp_path, benchmark_data):
     args = f"pretrained={tiny_model_dir}"
     if model == "moe_des":
         args += (f",verifier={qwen_prm_dir},budget=4,keep=2,max_steps=2,max_step_tokens=6,temperature=1.0,"
                  "expert_counts=1-4,seed=3")
-    single_results, single = _evaluate(model, args, tmp_path / "single", shared_data, 1)
-    parallel_results, parallel = _evaluate(model, args, tmp_path / "parallel", shared_data, 2)
+    single_results, single = _evaluate(model, args, tmp_path / "single", benchmark_data, 1)
+    parallel_results, parallel = _evaluate(model, args, tmp_path / "parallel", benchmark_data, 2)
     _assert_same_samples(single, parallel)
     for key, value in single_results["results"]["moe_gsm8k"].items():
         if isinstance(value, float) and "stderr" not in key:
@@ -75,14 +77,14 @@ repeats: 3
 """
 
 
-def test_padding_is_not_counted_as_repeats(tiny_model_dir, tmp_path, shared_data):
+def test_padding_is_not_counted_as_repeats(tiny_model_dir, tmp_path, benchmark_data):
     include = tmp_path / "tasks"
     include.mkdir()
     common = Path(__file__).parents[1] / "tasks" / "math" / "_moe_reasoning_common.yaml"
     (include / "moe_gsm8k_repeats.yaml").write_text(REPEATS_TASK.format(common=common))
     args = f"pretrained={tiny_model_dir}"
-    _, single = _evaluate("moe_hf", args, tmp_path / "single", shared_data, 1, "moe_gsm8k_repeats", include)
-    _, parallel = _evaluate("moe_hf", args, tmp_path / "parallel", shared_data, 2, "moe_gsm8k_repeats", include)
+    _, single = _evaluate("moe_hf", args, tmp_path / "single", benchmark_data, 1, "moe_gsm8k_repeats", include)
+    _, parallel = _evaluate("moe_hf", args, tmp_path / "parallel", benchmark_data, 2, "moe_gsm8k_repeats", include)
     _assert_same_samples(single, parallel)
     assert all(s["num_candidates"] == 3 for s in parallel.values())
 

@@ -24,6 +24,8 @@ import pytest
 from lm_eval_moe.cli import main
 from lm_eval_moe.demo import GATE_LIMIT, GATE_MODEL_ARGS, GATE_SEED
 
+pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
+
 BASELINES = Path(__file__).parent / "baselines"
 #: name -> (model, model args, smallest drop that counts)
 GATES = {

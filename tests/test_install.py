@@ -59,6 +59,61 @@ def test_hook_costs_little_at_interpreter_start():
     assert per_start < 1.0  # a .pth that imported lm_eval eagerly would cost seconds on this machine
 
 
+def test_the_pth_line_imports_only_the_hook():
+    """What the .pth line costs every Python start: our two small modules and nothing else (no logging,
+    pathlib, typing or importlib.abc; benchmarks/bench_hook_import.py measures the time)."""
+    code = (
+        "import sys; before = set(sys.modules); "
+        "import lm_eval_moe._lm_eval_hook as hook; hook.install(); "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=dict(
+        _env(), PYTHONPATH=str(REPO)), cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["lm_eval_moe", "lm_eval_moe._lm_eval_hook"]
+
+
+def test_a_failed_registration_is_a_visible_warning():
+    code = (
+        "import warnings, lm_eval_moe._lm_eval_hook as hook\n"
+        "def broken():\n    raise ImportError('lm_eval.models is broken')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    hook._run_visibly(broken)\n"
+        "print(caught[0].category.__name__, '|', caught[0].message)\n"
+    )
+    out = _python_check(sys.executable, code)
+    assert out.startswith("RuntimeWarning | lm_eval_moe could not register with lm-eval (broken: ImportError")
+    assert "lm_eval_moe.register()" in out
+
+
+def test_nothing_is_registered_twice_when_lm_eval_discovers_plugins():
+    """An lm-eval with entry-point discovery (``registry.load_plugins``; a task manager that loads plugin
+    tasks) gets nothing from the hook; register() stays idempotent on 0.4.13."""
+    code = (
+        "import lm_eval.api.registry as registry, lm_eval.tasks.manager as manager, lm_eval_moe\n"
+        "from lm_eval_moe import _lm_eval_hook as hook\n"
+        "print(hook.lm_eval_discovers_models(), hook.lm_eval_discovers_tasks())\n"
+        "lm_eval_moe.register(); lm_eval_moe.register()\n"
+        "names = [n for n in registry.model_registry if n.startswith('moe_')]\n"
+        "print(len(names) == len(set(names)) == len(hook.MODEL_TARGETS), "
+        "getattr(manager.TaskManager.__init__, '__wrapped__', None) is not None "
+        "and getattr(manager.TaskManager.__init__.__wrapped__, '_lm_eval_moe_wrapped', False))\n"
+        "registry.load_plugins = lambda *a, **k: []\n"
+        "manager.TaskManager.load_plugin_tasks = lambda self: None\n"
+        "print(hook.lm_eval_discovers_models(), hook.lm_eval_discovers_tasks())\n"
+        "for name in hook.MODEL_TARGETS:\n"
+        "    del registry.model_registry._objs[name]\n"
+        "hook.register_models()\n"
+        "print(any(name in registry.model_registry for name in hook.MODEL_TARGETS))\n"
+    )
+    lines = _python_check(sys.executable, code).splitlines()
+    assert lines[0] == "False False"  # lm-eval 0.4.13: no discovery, the hook registers
+    assert lines[1] == "True False"  # every name once; TaskManager.__init__ wrapped once, not twice
+    assert lines[2] == "True True"
+    assert lines[3] == "False"  # lm-eval loads our entry points itself: the hook adds nothing
+
+
 def test_packaged_tasks_are_visible_without_include_path():
     code = (
         "from lm_eval.tasks import TaskManager;"
@@ -74,6 +129,7 @@ def test_stock_cli_runs_moe_hf(tiny_model_dir, tiny_task_dir, tmp_path):
     assert "exact_match,none" in results["results"]["moe_test_echo"]
 
 
+@pytest.mark.slow  # a fresh venv and a CLI run per install kind
 @pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
 def test_fresh_venv_install_then_stock_cli(editable, tiny_model_dir, tiny_task_dir, tmp_path):
     """A new venv gets only our package (dependencies come from this env's site-packages through a

@@ -14,6 +14,8 @@ from lm_eval_moe.cli import main
 from lm_eval_moe.leaderboard import load_runs
 from lm_eval_moe.leaderboard.table import rows
 
+pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
+
 LIMIT = 60
 
 
@@ -67,6 +69,25 @@ def test_tables_match_the_json_numbers(runs, tmp_path, capsys):
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "accuracy_vs_flops.png", "chosen_k.png"):
         assert (board / name).is_file() and (board / name).stat().st_size > 0, name
     assert (board / "leaderboard.html").read_text().count("data:image/png;base64,") >= 2
+
+
+def test_tables_are_written_without_matplotlib(runs, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    board = tmp_path / "board"
+    assert main(["leaderboard", str(runs["greedy"]), str(runs["des_seed1"]), "--output", str(board)]) == 0
+    assert "no plots (plots need matplotlib" in capsys.readouterr().out
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
+        assert (board / name).stat().st_size > 0, name
+    assert not list(board.glob("*.png"))
 
 
 def test_another_seed_is_within_noise(runs, capsys):

@@ -57,6 +57,7 @@ published:
 """
 
 
+@pytest.mark.slow  # subprocess lm_eval runs
 def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(TINY_RECIPE.format(published_pass=60.0))

@@ -14,8 +14,8 @@ from lm_eval_moe.tasks.data import DATA_DIR_ENV
 
 
 @pytest.fixture(autouse=True)
-def local_data(shared_data, monkeypatch):
-    monkeypatch.setenv(DATA_DIR_ENV, str(shared_data))
+def local_data(benchmark_data, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(benchmark_data))
 
 
 def _requests(prompts, max_new=12):

@@ -1,10 +1,12 @@
-"""The sandbox and judge: hostile programs (one per threat in SANDBOX.md, every forgery we could think
+"""The sandbox and judge: hostile programs (one per threat in docs/SANDBOX.md, every forgery we could think
 of), legitimate programs that must pass, and canonical solutions."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -22,7 +24,7 @@ CHECK_ADD = textwrap.dedent("""
 """)
 ADD = CodeProblem("add", "check_function", entry_point="add", test_code=CHECK_ADD)
 GOOD = "def add(a, b):\n    return a + b\n"
-SENTINEL = Path("/tmp/lm_eval_moe_sandbox_sentinel.txt")
+SENTINEL = Path(tempfile.gettempdir()) / f"lm_eval_moe_sandbox_sentinel_{os.getpid()}_{time.time_ns()}.txt"
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +276,31 @@ def test_a_correct_solution_still_passes_under_load(runner):
         for burner in burners:
             burner.kill()
     assert all(r.outcome == "passed" for r in results), [r.outcome for r in results]
+
+
+def test_an_interpreter_under_tmp_keeps_every_layer(tmp_path):
+    """A venv in a temporary checkout (under /tmp, as a fresh clone in a temporary folder has it): bubblewrap
+    binds the interpreter on top of the sandbox's private /tmp instead of hiding it under that tmpfs."""
+    import sysconfig
+
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    assert str(python).startswith(tempfile.gettempdir())
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "dependencies.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n{Path(__file__).parents[1]}\n")
+    code = textwrap.dedent(f"""
+        from lm_eval_moe.scoring.code import CodeProblem, CodeRunner
+        runner = CodeRunner("auto", workers=1)
+        problem = CodeProblem("add", "check_function", entry_point="add", test_code={CHECK_ADD!r})
+        print(runner.sandbox.layers.namespaces, runner.run(problem, {GOOD!r}).outcome)
+    """)
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["bwrap", "passed"]
 
 
 def test_strict_mode_refuses_a_missing_layer(monkeypatch):

@@ -205,14 +205,14 @@ def test_config_validation_names_the_value():
         SearchConfig(final="best")
 
 
-def test_moe_des_with_per_layer_k_sets_and_a_chat_template(tiny_model_dir, qwen_prm_dir, shared_data, monkeypatch):
+def test_moe_des_with_per_layer_k_sets_and_a_chat_template(tiny_model_dir, qwen_prm_dir, benchmark_data, monkeypatch):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from lm_eval_moe._lm_eval_hook import tasks_dir
     from lm_eval_moe.model_wrappers.moe_search import MoEDESLM
 
-    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(benchmark_data))
     lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=4, keep=2, max_steps=2,
                   max_step_tokens=4, expert_counts="1:2|4:8", device="cpu")
     assert lm.search_config.expert_counts == ((1, 2), (4, 8))

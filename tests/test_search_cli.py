@@ -7,12 +7,14 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
+
 STRATEGIES = ["des", "best_of_n", "weighted_best_of_n", "beam", "dvts", "self_consistency"]
 
 
-def _run(model, model_args, tmp_path, shared_data):
+def _run(model, model_args, tmp_path, benchmark_data):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               LM_EVAL_MOE_DATA_DIR=str(shared_data))
+               LM_EVAL_MOE_DATA_DIR=str(benchmark_data))
     command = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
                "--tasks", "moe_gsm8k", "--limit", "2", "--gen_kwargs", "max_gen_toks=24", "--log_samples",
                "--output_path", str(tmp_path / "out")]
@@ -25,13 +27,13 @@ def _run(model, model_args, tmp_path, shared_data):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_strategy_runs_through_the_stock_cli(strategy, tiny_model_dir, qwen_prm_dir, tmp_path, shared_data):
+def test_strategy_runs_through_the_stock_cli(strategy, tiny_model_dir, qwen_prm_dir, tmp_path, benchmark_data):
     verifier = "majority" if strategy == "self_consistency" else str(qwen_prm_dir)
     model = "moe_des" if strategy == "des" else "moe_search"
     args = (f"pretrained={tiny_model_dir},verifier={verifier},budget=4,keep=2,max_steps=2,max_step_tokens=6,"
             f"temperature=1.0,search_batch_size=2")
     args += ",expert_counts=1-4" if strategy == "des" else f",strategy={strategy}"
-    results, samples = _run(model, args, tmp_path, shared_data)
+    results, samples = _run(model, args, tmp_path, benchmark_data)
     settings = results["config"]["lm_eval_moe"]
     assert settings["strategy"] == strategy and settings["budget"] == 4
     if strategy == "des":

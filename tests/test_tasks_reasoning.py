@@ -23,8 +23,8 @@ BENCHMARKS = {  # benchmark -> (processor, expected test rows)
 
 
 @pytest.fixture(autouse=True)
-def local_data(shared_data, monkeypatch):
-    monkeypatch.setenv(DATA_DIR_ENV, str(shared_data))
+def local_data(benchmark_data, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(benchmark_data))
 
 
 def _answer(gold: str) -> str:
@@ -142,8 +142,8 @@ def test_malformed_rows_and_missing_files_name_the_problem(tmp_path, monkeypatch
         load_benchmark("gsm9k")
 
 
-def test_mmlu_error_type_spellings_are_normalised(shared_data):
-    raw = [json.loads(line) for line in (shared_data / "mmlu_redux/annotation_csv_snapshot/anatomy.jsonl").open()]
+def test_mmlu_error_type_spellings_are_normalised(benchmark_data):
+    raw = [json.loads(line) for line in (benchmark_data / "mmlu_redux/annotation_csv_snapshot/anatomy.jsonl").open()]
     spellings = {r["error_type"] for r in raw if r["error_type"].strip().lower() == "ok"}
     kept = load_benchmark("mmlu_redux", subject="anatomy")["test"]
     assert len(kept) == sum(r["error_type"].strip().lower().replace(" ", "_") == "ok" for r in raw)

@@ -30,6 +30,7 @@ from transformers import DynamicCache, PreTrainedModel
 from lm_eval_moe.cost import Cost, CostModel
 from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
+from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class StepEngine:
                 input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, use_cache=True
             )
         self.forward_calls += 1
-        cache = out.past_key_values
+        cache = returned_cache(out)
         if self.cache_mode == "auto":
             positional = all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
             self.cache_mode = "reuse" if positional else "reread"
@@ -267,10 +268,10 @@ class StepEngine:
                 positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
                 out = self.model(
                     input_ids=feed.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True,
+                    **cache_argument(cache), use_cache=True,
                 )
                 self.forward_calls += 1
-                cache = out.past_key_values
+                cache = returned_cache(out)
                 logits = out.logits[:, -1].float()
                 for row in range(batch):
                     if not active[row]:

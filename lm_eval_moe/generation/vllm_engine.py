@@ -3,7 +3,7 @@
 Each request carries its expert count to the worker (``extra_args["moe_k"]``, see
 :mod:`lm_eval_moe.generation.vllm_experts`) and its own prefix-cache salt (``moe-k{k}``): vLLM's prefix
 cache ignores k, so without the salt a k=2 request would reuse KV blocks computed with k=4.
-Traps handled here (ENGINES.md): CUDA graphs and ``torch.compile`` freeze the loaded k, so the engine
+Traps handled here (docs/ENGINES.md): CUDA graphs and ``torch.compile`` freeze the loaded k, so the engine
 runs eager; Model Runner V2 has no V1 logits processors, so V1 is forced; monolithic MoE kernels cache k,
 so on CUDA a modular backend is requested. vLLM is imported only when this backend is built.
 """

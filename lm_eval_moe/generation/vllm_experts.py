@@ -1,6 +1,6 @@
 """Worker side of the vLLM backend: a per-request expert count inside one vLLM batch.
 
-vLLM has no per-request top-k (ENGINES.md). The engine is loaded at the largest k of the run; each
+vLLM has no per-request top-k (docs/ENGINES.md). The engine is loaded at the largest k of the run; each
 request names its k in ``SamplingParams.extra_args["moe_k"]``. :class:`ExpertCountProcessor` is a V1
 logits processor only so that it runs inside the worker: vLLM calls its ``update_state`` after the
 persistent batch is final for the coming forward (added, removed, moved and reordered rows), so it keeps

@@ -1,7 +1,8 @@
 """Leaderboard plots (PNG): accuracy vs FLOPs and vs generated tokens per method and task, the
 distribution of the chosen expert count, and router entropy of rerouting runs.
 
-Needs matplotlib (``pip install lm_eval_moe[plots]``); the command says so when it is missing.
+Needs matplotlib (``pip install lm_eval_moe[plots]``); without it the command writes its tables and says
+that the plots were skipped.
 """
 
 from __future__ import annotations
@@ -25,18 +26,40 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotDependencyError("plots need matplotlib: pip install 'lm_eval_moe[plots]' (or pass --no-plots)") from None
+        raise PlotDependencyError("plots need matplotlib: pip install 'lm_eval_moe[plots]'") from None
     return plt
 
 
-def _png(figure) -> bytes:
+#: PNG text chunk naming the data a plot was drawn from (see :func:`png_source`).
+SOURCE_KEY = "Source"
+
+
+def _png(figure, source: str | None = None) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    metadata = {SOURCE_KEY: source} if source else None
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight", metadata=metadata)
     return buffer.getvalue()
 
 
-def accuracy_vs_cost(table: Sequence[Row], cost: str) -> bytes | None:
-    """One panel per task; one series per method (points sorted by cost, joined)."""
+def png_source(png: bytes) -> str | None:
+    """The ``Source`` text a plot was saved with (PNG tEXt chunk), read without an image library."""
+    position = 8  # after the signature
+    while position + 8 <= len(png):
+        length = int.from_bytes(png[position : position + 4], "big")
+        kind = png[position + 4 : position + 8]
+        if kind == b"tEXt":
+            key, _, value = png[position + 8 : position + 8 + length].partition(b"\0")
+            if key.decode("latin-1") == SOURCE_KEY:
+                return value.decode("latin-1")
+        if kind == b"IEND":
+            break
+        position += 12 + length
+    return None
+
+
+def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None) -> bytes | None:
+    """One panel per task; one series per method (points sorted by cost, joined). ``source`` is stored in
+    the PNG (e.g. a digest of the results it was drawn from)."""
     plt = _pyplot()
     by_task: dict[str, dict[str, list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in table:
@@ -61,7 +84,7 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str) -> bytes | None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"accuracy vs {'FLOPs' if cost == 'flops' else 'generated tokens'}")
-    data = _png(figure)
+    data = _png(figure, source)
     plt.close(figure)
     return data
 

@@ -90,7 +90,7 @@ def _skippable_index(experts: nn.Module | None, num_experts: int) -> int | None:
 class DynamicMoE:
     """Run-time control of a MoE model's routing (see module docstring).
 
-    renormalize: ``None`` keeps each family's rule; ``True``/``False`` overrides it (METHODS.md 1).
+    renormalize: ``None`` keeps each family's rule; ``True``/``False`` overrides it (docs/METHODS.md 1).
     """
 
     def __init__(self, model: nn.Module, renormalize: bool | None = None) -> None:

@@ -3,7 +3,7 @@
 A family is recognised by ``config.model_type`` and its routers by class name (multimodal
 wrappers share the text model's router classes). Routing constants are read from each router
 instance, which carries them in every family (``top_k``, ``norm_topk_prob``, ``n_group``, ...), so
-per-layer differences (HunYuan) are respected. See ../shared/design/MOE_FAMILIES.md.
+per-layer differences (HunYuan) are respected. See docs/MOE_FAMILIES.md.
 """
 
 from __future__ import annotations

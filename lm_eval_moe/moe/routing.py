@@ -6,7 +6,7 @@ logits then a softmax over the selected ones). :class:`RoutingRule` names the va
 constants, and :func:`route` reproduces the stock result operation for operation, so that with the
 model's own k and no bias the output is bitwise identical, while adding
 
-* an expert count per call (global or per layer) and per row of the batch (METHODS.md section 1:
+* an expert count per call (global or per layer) and per row of the batch (docs/METHODS.md section 1:
   take the top ``k_max``, mask ranks ``>= k`` of each row, renormalise only if the family does);
 * an additive bias on the router logits, added in float32 (a bf16 router rounds a 0.01 bias away);
 * the top-k probabilities under the full routing distribution, for routing records.

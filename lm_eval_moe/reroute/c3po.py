@@ -1,4 +1,4 @@
-"""C3PO baseline, kernel-regression variant (Li, Li, Zhou 2025; METHODS.md section 5).
+"""C3PO baseline, kernel-regression variant (Li, Li, Zhou 2025; docs/METHODS.md section 5).
 
 Reference set: problems the model solves, each with the routing distribution of its LAST INPUT TOKEN in
 the last ``layers`` MoE layers (full softmax) and a question embedding. At test time the test question's

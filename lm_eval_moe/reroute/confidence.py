@@ -1,4 +1,4 @@
-"""Router confidence and layer selection (METHODS.md section 5).
+"""Router confidence and layer selection (docs/METHODS.md section 5).
 
 Confidence of MoE layer i over a sample's tokens, as the paper writes it:
 ``C_i = mean_n( -(1/k) sum_{j<=k} log p_{i,j} )`` with p the top-k routing probabilities. NOTE: a larger C_i

@@ -1,4 +1,4 @@
-"""Online test-time rerouting ("Rewiring Experts on the Fly"; METHODS.md section 5).
+"""Online test-time rerouting ("Rewiring Experts on the Fly"; docs/METHODS.md section 5).
 
 Per sample, router deltas (one vector per MoE layer, added to the router logits) start at zero. Phase 1:
 T Adam steps on the next-token loss of the current context (prompt + generated so far) with respect to the
@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lm_eval_moe.cost import BACKWARD_FLOPS_FACTOR, Cost, CostModel
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
+from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.reroute.adam import ScaledAdam
 from lm_eval_moe.reroute.confidence import Order, Selection, layer_confidence, layer_weights, random_layer_rank
@@ -147,7 +148,7 @@ class Rerouter:
                                                 position_ids=positions[:, :-window], use_cache=True)
                         logits = self.model(input_ids=ids[:, -window:], attention_mask=mask,
                                             position_ids=positions[:, -window:],
-                                            past_key_values=prefix.past_key_values).logits
+                                            **cache_argument(returned_cache(prefix))).logits
                         loss_ids, loss_mask = ids[:, -window:], mask[:, -window:]
                     if weights is None:
                         calls = recorder.calls[-self.moe.num_layers :]
@@ -225,7 +226,7 @@ class Rerouter:
                                                  - self.cost_model.forward_flops(1, tokens - 1, counts))
                         if outcomes[row].phases and config.steps > 0:
                             outcomes[row].phases[-1]["loss_after"] = float(after[position])
-                    past, pending = out.past_key_values, None
+                    past, pending = returned_cache(out), None
                 else:
                     keep = torch.tensor([cache_rows.index(row) for row in active], device=self.device)
                     past, mask, pending = cache
@@ -256,8 +257,8 @@ class Rerouter:
                     feed = torch.where(column.squeeze(1).bool(), pending, torch.full_like(pending, self.pad_id))
                     recorder.calls.clear()
                     out = self.model(input_ids=feed.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                                     past_key_values=past, use_cache=True)
-                    past, next_logits = out.past_key_values, out.logits[:, -1].float()
+                                     **cache_argument(past), use_cache=True)
+                    past, next_logits = returned_cache(out), out.logits[:, -1].float()
                     step_entropy = self._entropy(recorder.calls, len(rows))
                     for position, row in enumerate(rows):
                         if live[position]:

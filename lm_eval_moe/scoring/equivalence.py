@@ -1,4 +1,4 @@
-"""Is an extracted answer equivalent to the gold answer? (METHODS.md section 7)
+"""Is an extracted answer equivalent to the gold answer? (docs/METHODS.md section 7)
 
 * Math (MATH-500 style): normalised string equality, else Math-Verify with the GOLD FIRST
   (``verify(gold, pred)``). Percent signs are stripped from both sides before Math-Verify, which

@@ -1,4 +1,4 @@
-"""Answer extraction from model text (METHODS.md section 7).
+"""Answer extraction from model text (docs/METHODS.md section 7).
 
 Math: the LAST ``\\boxed{}`` / ``\\fbox{}`` (brace-matched, nested braces allowed), else the last
 "the answer is ..." / "Final Answer: ..." statement, else the last number. Multiple choice: the LAST

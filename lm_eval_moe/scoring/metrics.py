@@ -3,7 +3,7 @@
 * ``exact_match``: the selected answer is correct.
 * ``pass@k``: some candidate is correct (k = number of candidates).
 * ``maj@k``: the most frequent answer among the candidates is correct (ties: earliest first).
-* ``precision``: share of correct candidates (METHODS.md section 2).
+* ``precision``: share of correct candidates (docs/METHODS.md section 2).
 """
 
 from __future__ import annotations

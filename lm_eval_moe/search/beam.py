@@ -1,4 +1,4 @@
-"""Beam search over reasoning steps (METHODS.md section 3; search-and-learn ``beam_search``).
+"""Beam search over reasoning steps (docs/METHODS.md section 3; search-and-learn ``beam_search``).
 
 N beams each sample one "\\n\\n"-delimited step; every candidate is scored on its full text; the
 N / beam_width best live beams survive and are duplicated back to N (round robin); finished beams

@@ -1,4 +1,4 @@
-"""Best-of-N (plain and weighted) and self-consistency (METHODS.md section 3).
+"""Best-of-N (plain and weighted) and self-consistency (docs/METHODS.md section 3).
 
 N full samples from the policy at its own k (no step delimiter, to EOS or the token budget). Best-of-N
 scores each with the verifier (``last`` aggregation in search-and-learn) and answers with the best one

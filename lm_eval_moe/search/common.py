@@ -41,7 +41,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Every configurable point of METHODS.md sections 2-3, validated once."""
+    """Every configurable point of docs/METHODS.md sections 2-3, validated once."""
 
     budget: int = 32  # N
     keep: int = 8  # M (beam search and DVTS: beam width = N / M)

@@ -1,4 +1,4 @@
-"""Dynamic Experts Search (Han, Ma, Quan, Yang, arXiv 2509.22572; METHODS.md section 2).
+"""Dynamic Experts Search (Han, Ma, Quan, Yang, arXiv 2509.22572; docs/METHODS.md section 2).
 
 t = 0: the budget N is split evenly over the expert counts K; each of the N samples is ONE step from
 the prompt, and each candidate remembers its k. All N are scored; the M best live ones are kept.

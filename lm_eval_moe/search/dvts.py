@@ -1,4 +1,4 @@
-"""Diverse Verifier Tree Search (METHODS.md section 3; search-and-learn ``dvts``).
+"""Diverse Verifier Tree Search (docs/METHODS.md section 3; search-and-learn ``dvts``).
 
 N / beam_width independent subtrees. In each iteration every live subtree samples beam_width
 one-step continuations of its current state and greedily moves to the best-scored one. A subtree ends

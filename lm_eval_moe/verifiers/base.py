@@ -1,4 +1,4 @@
-"""Verifier interface, step splitting and score aggregation (METHODS.md section 4).
+"""Verifier interface, step splitting and score aggregation (docs/METHODS.md section 4).
 
 A verifier scores each step of each candidate solution: ``score(questions, step_lists)`` returns one
 :class:`StepScores` per candidate (per-step scores in [0, 1] and the verifier tokens it processed).

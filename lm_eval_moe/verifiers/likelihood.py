@@ -1,4 +1,4 @@
-"""Verifier-free scoring: the policy's own likelihood, and majority voting (METHODS.md section 4).
+"""Verifier-free scoring: the policy's own likelihood, and majority voting (docs/METHODS.md section 4).
 
 ``likelihood`` scores each step by the geometric-mean probability of its tokens under the policy
 (temperature 1, the path's own expert count), read from the log-probabilities recorded while

@@ -1,4 +1,4 @@
-"""Process reward models in the two formats of METHODS.md section 4, batched, on any device.
+"""Process reward models in the two formats of docs/METHODS.md section 4, batched, on any device.
 
 * ``qwen_prm`` (Qwen/Qwen2.5-Math-PRM-7B): system prompt, the question as the user turn, the steps
   joined by ``<extra_0>`` plus a trailing ``<extra_0>`` as the assistant turn; the reward of step i is

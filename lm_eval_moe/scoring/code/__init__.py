@@ -1,4 +1,4 @@
-"""Sandboxed execution of model-written code and the judge that grades it (SANDBOX.md).
+"""Sandboxed execution of model-written code and the judge that grades it (docs/SANDBOX.md).
 
 Settings (environment variables, read once per process by :func:`shared_runner`):
 ``LM_EVAL_MOE_SANDBOX`` = auto (default) | strict | none; ``LM_EVAL_MOE_CODE_WORKERS`` (default: the

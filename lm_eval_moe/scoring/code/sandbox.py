@@ -1,4 +1,4 @@
-"""The sandbox around model-written code (../shared/design/SANDBOX.md), host side.
+"""The sandbox around model-written code (docs/SANDBOX.md), host side.
 
 Layers, probed once at start-up and reported in one log line:
 
@@ -75,6 +75,7 @@ class Limits:
     open_files: int = 256
     stack_bytes: int = 64 << 20  # also every thread's stack size (glibc): keep it moderate
     response_bytes: int = 64 << 20
+    scratch_bytes: int = 512 << 20  # each of the sandbox's private /tmp and /dev/shm (bounded without cgroups too)
 
 
 @dataclass
@@ -281,6 +282,8 @@ class Sandbox:
         return [sys.executable, "-I", "/sandbox/bootstrap.py" if self.layers.namespaces == "bwrap" else str(BOOTSTRAP)]
 
     def _bwrap(self) -> list[str]:
+        """bubblewrap applies its mounts in order: the private tmpfs mounts come FIRST, so that an interpreter
+        under /tmp (a venv in a temporary checkout) is bound on top of them instead of hidden by them."""
         binds = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/alternatives"]
         prefixes = {sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parent.parent)}
         command = [
@@ -289,18 +292,21 @@ class Sandbox:
         ]
         if not self.is_root:
             command.append("--unshare-user")
+        scratch = str(self.limits.scratch_bytes)
+        command += ["--proc", "/proc", "--dev", "/dev",
+                    "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp",
+                    "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm"]
         for path in binds:
             command += ["--ro-bind-try", path, path]
+        mounted = {"/proc", "/dev", "/dev/shm", "/tmp", *binds}
         ancestors = sorted({str(p) for prefix in prefixes for p in Path(prefix).parents if str(p) != "/"}, key=len)
         for directory in ancestors:  # bwrap would create them 0700 root: the dropped uid could not pass
-            if directory not in binds:
+            if directory not in mounted:
                 command += ["--perms", "0755", "--dir", directory]
         for prefix in sorted(prefixes):
             command += ["--ro-bind", prefix, prefix]
         command += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(BOOTSTRAP), "/sandbox/bootstrap.py",
-                    "--proc", "/proc", "--dev", "/dev",
-                    "--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
-                    "--clearenv"]
+                    "--chdir", "/tmp", "--clearenv"]
         for key, value in self._env().items():
             command += ["--setenv", key, value]
         return command + ["--"]

@@ -1,0 +1,40 @@
+"""The repository stands on its own: nothing points outside it, every cited document exists, and the README's
+demo table and plot are those of the committed results."""
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tracked(*patterns: str) -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", *patterns], cwd=REPO, capture_output=True, text=True, check=True)
+    return [REPO / name for name in listed.stdout.split()]
+
+
+def test_no_file_points_outside_the_repository():
+    outside = re.compile(r"\.\./shared|shared/(data|design)|/work/shared|[\"']shared[\"']\s*/\s*[\"'](data|design)")
+    hits = [f"{path.relative_to(REPO)}:{number}" for path in _tracked("*.py", "*.md", "*.yaml", "*.cfg", "*.toml", "*.sh")
+            for number, line in enumerate(path.read_text().splitlines(), 1) if outside.search(line)]
+    assert hits == []
+
+
+def test_every_cited_document_exists():
+    cited = re.compile(r"docs/([A-Z_]+\.md)")
+    missing = {f"{path.relative_to(REPO)}: docs/{name}" for path in _tracked("*.py", "*.md", "*.yaml")
+               for name in cited.findall(path.read_text()) if not (REPO / "docs" / name).is_file()}
+    assert missing == set()
+    for name in ("METHODS", "SANDBOX", "ARCHITECTURE", "MOE_FAMILIES", "LM_EVAL", "ENGINES"):
+        assert (REPO / "docs" / f"{name}.md").is_file(), name
+
+
+def test_readme_demo_table_and_plot_match_the_committed_results():
+    spec = importlib.util.spec_from_file_location("regenerate", REPO / "docs" / "demo" / "regenerate.py")
+    regenerate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regenerate)
+    from lm_eval_moe.leaderboard.plots import png_source
+
+    assert regenerate.README.read_text() == regenerate.readme_with(regenerate.table())
+    assert png_source(regenerate.PLOT.read_bytes()) == regenerate.results_digest()
