@@ -16,7 +16,9 @@ def _tracked(*patterns: str) -> list[Path]:
 
 def test_no_file_points_outside_the_repository():
     outside = re.compile(r"\.\./shared|shared/(data|design)|/work/shared|[\"']shared[\"']\s*/\s*[\"'](data|design)")
-    hits = [f"{path.relative_to(REPO)}:{number}" for path in _tracked("*.py", "*.md", "*.yaml", "*.cfg", "*.toml", "*.sh")
+    files = [path for path in _tracked("*.py", "*.md", "*.yaml", "*.cfg", "*.toml", "*.sh", ".ci/*")
+             if path != Path(__file__).resolve()]  # this file spells the patterns out
+    hits = [f"{path.relative_to(REPO)}:{number}" for path in files
             for number, line in enumerate(path.read_text().splitlines(), 1) if outside.search(line)]
     assert hits == []
 
