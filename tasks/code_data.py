@@ -8,12 +8,13 @@ target) plus ``moe_problem``: the judge's :class:`~lm_eval_moe.scoring.code.Code
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
 from typing import Any
 
-from lm_eval_moe.scoring.code.judge import CodeProblem
+from lm_eval_moe.scoring.code.judge import CodeProblem, called_names, parse_trusted
 from lm_eval_moe.scoring.code.livecodebench import row_problem
 
 #: MBPP problems whose tests need objects the candidate returns that are not plain data (a Counter,
@@ -33,13 +34,14 @@ def _problem_json(problem: CodeProblem) -> str:
 
 def problem_from_doc(doc: dict[str, Any]) -> CodeProblem:
     fields = json.loads(doc["moe_problem"])
-    for key in ("asserts", "io_tests"):
+    for key in ("asserts", "io_tests", "candidate_functions"):
         fields[key] = tuple(tuple(t) if isinstance(t, list) else t for t in fields[key])
     return CodeProblem(**fields)
 
 
 def humaneval(row: dict[str, Any]) -> dict[str, Any]:
-    problem = CodeProblem(row["task_id"], "check_function", entry_point=row["entry_point"], test_code=row["test"])
+    problem = CodeProblem(row["task_id"], "check_function", entry_point=row["entry_point"], test_code=row["test"],
+                          trusted_code=row["prompt"])
     return {
         "moe_question": row["prompt"],
         "moe_gold": "",
@@ -49,11 +51,25 @@ def humaneval(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _defined_functions(code: str) -> set[str]:
+    """Top-level functions and classes a (trusted) reference solution defines."""
+    try:
+        tree = parse_trusted(code)
+    except SyntaxError as error:
+        raise ValueError(f"the reference solution does not parse: {error}") from None
+    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
 def mbpp(row: dict[str, Any]) -> dict[str, Any]:
     tests = tuple(row["test_list"])
-    entry = re.search(r"assert\s+(?:\w+\()*\s*(\w+)\s*\(", tests[0]) if tests else None
+    # what the task asks the candidate to write: the functions of the reference solution the asserts call
+    # (the first one is the entry point); a builtin the asserts call (set, sum, ...) is the builtin unless the
+    # reference defines that very name (MBPP 126 asks for a function named sum)
+    asked = [name for name in called_names(tests) if name in _defined_functions(row["code"])]
+    if not asked:
+        raise ValueError(f"MBPP {row['task_id']}: the asserts call no function of the reference solution")
     problem = CodeProblem(
-        str(row["task_id"]), "assert_list", entry_point=entry.group(1) if entry else "", asserts=tests,
+        str(row["task_id"]), "assert_list", entry_point=asked[0], candidate_functions=tuple(asked[1:]), asserts=tests,
         setup_code="\n".join(row.get("test_imports") or []), in_sandbox=int(row["task_id"]) in MBPP_IN_SANDBOX,
     )
     statement = f"{row['prompt'].strip()} Your code should pass these tests:\n\n" + "\n".join(tests)

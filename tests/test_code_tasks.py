@@ -47,7 +47,6 @@ def test_all_humaneval_reference_solutions_pass_and_stubs_fail(runner, capsys):
     assert not any(r.passed for r in stubs) and not any(r.passed for r in empty)
 
 
-@pytest.mark.slow  # all 427 MBPP programs in the sandbox
 def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, benchmark_data, capsys):
     rows = [json.loads(line) for line in (benchmark_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
     docs = [mbpp(row) for row in rows]
@@ -63,7 +62,6 @@ def test_all_mbpp_reference_solutions_pass_and_empty_ones_fail(runner, benchmark
     assert forgeable == sorted(MBPP_IN_SANDBOX) and not any(r.passed for r in empty)
 
 
-@pytest.mark.slow  # all 427 MBPP programs again
 def test_the_in_sandbox_list_is_exactly_what_the_proxy_cannot_judge(runner, benchmark_data):
     rows = [json.loads(line) for line in (benchmark_data / "mbpp" / "sanitized-mbpp.jsonl").open()]
     docs = []
@@ -109,12 +107,21 @@ class _Exploit:
         return (print, ("owned",))
 
 
-def test_private_tests_never_go_through_the_unpickler():
+def test_private_tests_decode_without_resolving_any_global():
     row = lcb_rows()[0]
-    assert len(decode_private_tests(row["private_test_cases"])) == 2
-    for payload in (pickle.dumps(_Exploit()), pickle.dumps(["a list"]), pickle.dumps(("a", "b"))):
+    tests = decode_private_tests(row["private_test_cases"])
+    assert len(tests) == 2
+    text = json.dumps(tests)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # every protocol the dataset could have been written with
+        encoded = base64.b64encode(zlib.compress(pickle.dumps(text, protocol=protocol))).decode()
+        assert decode_private_tests(encoded) == tests, protocol
+    for payload in (pickle.dumps(_Exploit()), pickle.dumps(["a list"]), pickle.dumps(("a", "b")),
+                    pickle.dumps(_Exploit(), protocol=0), b"cos\nsystem\n(S'true'\ntR.", b"\x80\x04\x95"):
         with pytest.raises(UnsafePickle):
             decode_private_tests(base64.b64encode(zlib.compress(payload)).decode())
+    bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20))).decode()
+    with pytest.raises(UnsafePickle):  # not a pickle at all, and decompression stops at the bound
+        decode_private_tests(bomb)
     with pytest.raises(UnsafePickle, match="base64"):
         decode_private_tests("not base64 at all!")
     with pytest.raises(ValueError, match="no test case"):
@@ -141,7 +148,7 @@ def test_code_tasks_run_on_a_tiny_model_with_group_aggregates(tiny_model_dir):
 
     lm = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, max_length=2048)
     out = simple_evaluate(
-        model=lm, tasks=["moe_code"], limit=2, log_samples=True, gen_kwargs="max_gen_toks=16",
+        model=lm, tasks=["moe_code"], limit=2, log_samples=True, gen_kwargs="max_gen_toks=16", confirm_run_unsafe_code=True,
         task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata={"release": "release_v2"}),
     )
     for task in ("moe_humaneval", "moe_mbpp", "moe_livecodebench", "moe_code"):

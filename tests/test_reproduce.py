@@ -27,6 +27,8 @@ def test_every_recipe_dry_runs_with_its_model_args(name, capsys, tmp_path):
         model_args = dict(part.split("=", 1) for part in words[words.index("--model_args") + 1].split(","))
         assert model_args["pretrained"] == spec.model_args["pretrained"]
         assert words[words.index("--output_path") + 1].endswith(spec.run_id)
+        # code tasks run model-written programs: lm_eval refuses them without this flag
+        assert ("--confirm_run_unsafe_code" in words) == (spec.task in ("moe_humaneval", "moe_mbpp", "moe_livecodebench"))
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
     assert recipe.source and (recipe.published or name in ("demo", "des_k_range", "des_inheritance"))
 

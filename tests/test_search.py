@@ -3,7 +3,6 @@
 import dataclasses
 
 import pytest
-import torch
 
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig, StepEngine

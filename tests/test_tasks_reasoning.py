@@ -84,7 +84,7 @@ def test_every_task_runs_on_a_tiny_model_with_group_aggregates(tiny_model_dir, d
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir_with_lcb))
     lm = MoEHFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, max_length=512)
     out = simple_evaluate(
-        model=lm, tasks=["moe_reasoning"], limit=3, log_samples=True, gen_kwargs="max_gen_toks=8",
+        model=lm, tasks=["moe_reasoning"], limit=3, log_samples=True, gen_kwargs="max_gen_toks=8", confirm_run_unsafe_code=True,
         task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata={"release": "release_v2"}),
     )
     groups = {"moe_reasoning", "moe_math", "moe_knowledge", "moe_mmlu_redux", "moe_code"}

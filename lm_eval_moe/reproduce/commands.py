@@ -27,6 +27,24 @@ def shipped_task_file(task: str) -> Path:
     raise RecipeError(f"task {task!r} is not one of lm_eval_moe's tasks (a variant with repeats needs one)")
 
 
+def runs_model_code(task: str) -> bool:
+    """The task (or a YAML it includes) is marked ``unsafe_code``: its programs run in the sandbox and lm_eval
+    wants ``--confirm_run_unsafe_code``. Groups and unknown tasks are looked up as ``False``."""
+    try:
+        path: Path | None = shipped_task_file(task)
+    except RecipeError:
+        return False
+    seen = set()
+    while path is not None and path not in seen:
+        seen.add(path)
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        if "unsafe_code: true" in lines:
+            return True
+        include = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("include:")), None)
+        path = (path.parent / include).resolve() if include else None
+    return False
+
+
 def task_name(spec: RunSpec) -> str:
     return f"{spec.task}_x{spec.repeats}" if spec.repeats else spec.task
 
@@ -73,6 +91,8 @@ def lm_eval_command(spec: RunSpec, output: Path, limit: int | None, launcher: li
         command += ["--gen_kwargs", spec.gen_kwargs]
     if spec.repeats:
         command += ["--include_path", str(output / "_tasks")]
+    if runs_model_code(spec.task):
+        command.append("--confirm_run_unsafe_code")
     if limit is not None:
         command += ["--limit", str(limit)]
     for flag, value in spec.lm_eval.items():

@@ -1,11 +1,10 @@
-"""Run a check with a wall-clock bound from any thread or process.
+"""Run a check with a wall-clock bound that holds from any thread.
 
-math-verify bounds its sympy work with ``signal.alarm``, which only works in a process's main thread
-(elsewhere it raises). We disable math-verify's own timeouts and bound calls ourselves:
-
-* main thread: a real-time interval timer (``SIGALRM``) that raises :class:`CheckTimeout`;
-* any other thread: the call runs in a helper process (spawned once, reused), and on time-out that
-  process is killed and replaced, so a runaway sympy simplification can never hang the caller.
+math-verify bounds its sympy work with ``signal.alarm``; a signal only interrupts Python bytecode, so a
+long computation inside C (sympy raising ``9^{9^{9}}``, a big-integer power) runs on past any alarm, in
+the main thread too. Every bounded call therefore runs in a helper process (spawned once per calling
+thread, reused), and on time-out that process is killed and replaced: a runaway check can never hang the
+caller, and one thread's time-out never disturbs another thread's call.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import multiprocessing
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,47 +19,34 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class CheckTimeout(Exception):
+class CheckFailed(Exception):
+    """A bounded call returned no value: it raised, or its helper process died."""
+
+
+class CheckTimeout(CheckFailed):
     """A bounded call ran out of time."""
 
 
-_pool: concurrent.futures.ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _alarm_handler(signum: int, frame: Any) -> None:
-    raise CheckTimeout
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _call_with_alarm(fn: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
-    previous_handler = signal.signal(signal.SIGALRM, _alarm_handler)
-    previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return fn(*args)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_handler)
-        if previous_timer[0] > 0:  # re-arm an outer timer with what it had left
-            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+_local = threading.local()
+_pools: set[concurrent.futures.ProcessPoolExecutor] = set()
+_pools_lock = threading.Lock()
 
 
 def _helper_pool() -> concurrent.futures.ProcessPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return _pool
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _local.pool = pool
+        with _pools_lock:
+            _pools.add(pool)
+    return pool
 
 
-def _discard_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is pool:
-            _pool = None
+def _discard(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    if getattr(_local, "pool", None) is pool:
+        _local.pool = None
+    with _pools_lock:
+        _pools.discard(pool)
     for process in list(getattr(pool, "_processes", {}).values()):
         process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
@@ -69,22 +54,29 @@ def _discard_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 @atexit.register
 def _shutdown() -> None:
-    if _pool is not None:
-        _discard_pool(_pool)
+    with _pools_lock:
+        pools = list(_pools)
+    for pool in pools:
+        _discard(pool)
 
 
 def call_bounded(fn: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
-    """``fn(*args)`` within ``timeout`` seconds, or :class:`CheckTimeout`. ``fn`` and ``args`` must be
-    picklable (a module-level function) for calls from non-main threads."""
-    if _in_main_thread():
-        return _call_with_alarm(fn, args, timeout)
+    """``fn(*args)`` within ``timeout`` seconds, or :class:`CheckTimeout`; :class:`CheckFailed` if it raised.
+    ``fn`` and ``args`` must be picklable (a module-level function)."""
     pool = _helper_pool()
-    future = pool.submit(fn, *args)
+    try:
+        future = pool.submit(fn, *args)
+    except RuntimeError:  # a pool broken by an earlier failure of this thread
+        _discard(pool)
+        pool = _helper_pool()
+        future = pool.submit(fn, *args)
     try:
         return future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
-        _discard_pool(pool)
+        _discard(pool)
         raise CheckTimeout from None
     except concurrent.futures.process.BrokenProcessPool:
-        _discard_pool(pool)
-        raise
+        _discard(pool)
+        raise CheckFailed("the helper process died") from None
+    except Exception as error:  # noqa: BLE001 - what the checked function raised
+        raise CheckFailed(f"{type(error).__name__}: {error}") from None

@@ -26,12 +26,19 @@ def numeric_key(answer: str) -> str | None:
     return None if value is None else str(value)
 
 
+def majority_key(answer: str) -> str:
+    """What majority voting groups an extracted answer by: its exact value when it is a number ("18",
+    "18.0" and "18 dollars" vote together), else its normalised LaTeX (so ``\\sqrt{2}``, ``x^2`` and ``2``
+    stay three answers). The one voting rule of every strategy and task."""
+    return numeric_key(answer) or normalize_latex(answer)
+
+
 def check_math(response: str, gold: str) -> Verdict:
     extracted = extract_math_answer(response)
     if extracted.answer is None:
         return Verdict(False, None, None, extracted.method)
-    key = numeric_key(extracted.answer) or normalize_latex(extracted.answer)
-    return Verdict(math_equal(gold, extracted.answer), extracted.answer, key, extracted.method)
+    return Verdict(math_equal(gold, extracted.answer), extracted.answer, majority_key(extracted.answer),
+                   extracted.method)
 
 
 def check_numeric(response: str, gold: str) -> Verdict:

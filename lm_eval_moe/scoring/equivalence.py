@@ -4,19 +4,25 @@
   (``verify(gold, pred)``). Percent signs are stripped from both sides before Math-Verify, which
   otherwise reads ``10\\%`` as 0.1 and would accept a prediction off by a factor of 100.
 * Numeric (GSM8K, SVAMP, AIME): both sides parsed to exact rationals (thousands separators, ``$``,
-  units and ``\\frac`` handled); equal within 1e-6 absolute. Percent is never rescaled, so neither
-  ref*100 nor ref/100 is accepted. AIME answers must be integers 0..999 (leading zeros allowed).
+  unit words and ``\\frac`` handled; a number inside an expression such as ``\\sqrt{2}`` or ``x^2`` is not
+  that number); equal within 1e-6 absolute. Percent is never rescaled, so neither ref*100 nor ref/100 is
+  accepted. AIME answers must be integers 0..999 (leading zeros allowed). Numbers of more than
+  ``MAX_NUMBER_DIGITS`` digits or exponent are not read as numbers (Python refuses to convert such ints,
+  and ``1e999999999`` would not fit in memory).
 
-Every check is bounded in time (:mod:`lm_eval_moe.scoring.bounded`) and safe from any thread.
+Every check is bounded in time (:mod:`lm_eval_moe.scoring.bounded`) from any thread, and no string makes
+it raise.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from fractions import Fraction
 
-from lm_eval_moe.scoring.bounded import CheckTimeout, call_bounded
+from lm_eval_moe.scoring.bounded import CheckFailed, call_bounded
+from lm_eval_moe.scoring.extract import ascii_forms
 
 MATH_VERIFY_TIMEOUT_S = 5.0
 
@@ -38,13 +44,15 @@ _LATEX_NOISE = (
 )
 
 
+_TEXT_COMMAND = re.compile(r"\\(?:text|mathrm)\{([^{}]*)\}")
+
+
 def normalize_latex(answer: str) -> str:
     """Cosmetic normalisation for string comparison (spacing, \\left/\\right, \\dfrac, degrees, %, $)."""
     text = answer.strip()
     for old, new in _LATEX_NOISE:
         text = text.replace(old, new)
-    text = re.sub(r"\\text\{\s*([^{}]*?)\s*\}", r"\1", text)
-    text = re.sub(r"\\mathrm\{\s*([^{}]*?)\s*\}", r"\1", text)
+    text = _TEXT_COMMAND.sub(r"\1", text)
     text = text.replace("**", "")
     text = re.sub(r"\s+", "", text)
     return text.rstrip(".")
@@ -60,15 +68,16 @@ def _math_verify(gold: str, predicted: str) -> bool:
     return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
 
 
-def math_equal(gold: str, predicted: str, timeout: float = MATH_VERIFY_TIMEOUT_S) -> bool:
-    """Gold-first equivalence of two LaTeX answers; False (not an error) on a time-out."""
+def math_equal(gold: str, predicted: str, timeout: float | None = None) -> bool:
+    """Gold-first equivalence of two LaTeX answers; False (not an error) on a time-out or a failure.
+    ``timeout``: seconds for math-verify (default ``MATH_VERIFY_TIMEOUT_S``)."""
     if normalize_latex(gold) == normalize_latex(predicted):
         return True
     gold_plain = gold.replace("\\%", "").replace("%", "")
     predicted_plain = predicted.replace("\\%", "").replace("%", "")
     try:
-        return call_bounded(_math_verify, (gold_plain, predicted_plain), timeout)
-    except CheckTimeout:
+        return call_bounded(_math_verify, (gold_plain, predicted_plain), timeout or MATH_VERIFY_TIMEOUT_S)
+    except CheckFailed:
         return False
 
 
@@ -76,6 +85,24 @@ _FRAC = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$|^(-?)\\frac(\d)(\d)$")
 _PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 _SLASH_FRACTION = re.compile(r"^([-+]?\d+)/(\d+)$")
 _ANY_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
+#: what may stand beside a number that is still that number: nothing, or a unit word ("18dollars" once spaces
+#: are gone); a single letter is a variable ("2x"), anything else (\\sqrt, ^, \\pi, !) makes an expression
+_UNIT_WORD = re.compile(r"(?:[A-Za-z]{2,})?")
+MAX_NUMBER_DIGITS = 4000  # digits, or exponent magnitude, of a number we read (Python's int limit is 4300)
+
+
+def _fraction(text: str) -> Fraction | None:
+    """``Fraction(text)`` for a plain decimal, refusing sizes that Python cannot convert or store."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if sum(c.isdigit() for c in mantissa) > MAX_NUMBER_DIGITS:
+        return None
+    if exponent and (len(exponent.lstrip("+-")) > 5 or abs(int(exponent)) > MAX_NUMBER_DIGITS):
+        return None
+    return Fraction(text)
+
+
+def _integer(text: str) -> int | None:
+    return int(text) if len(text.lstrip("+-")) <= MAX_NUMBER_DIGITS else None
 
 
 def parse_number(answer: str | int | float) -> Fraction | None:
@@ -83,8 +110,8 @@ def parse_number(answer: str | int | float) -> Fraction | None:
     if isinstance(answer, bool):
         return None
     if isinstance(answer, (int, float)):
-        return Fraction(str(answer))
-    text = answer.strip()
+        return _fraction(str(answer)) if math.isfinite(answer) else None
+    text = ascii_forms(answer).strip()
     text = re.sub(r"\\text\{[^{}]*\}", " ", text)
     text = re.sub(r"\\(?:mathrm|textbf|mathbf)\{([^{}]*)\}", r"\1", text)
     for old, new in _LATEX_NOISE:
@@ -95,26 +122,29 @@ def parse_number(answer: str | int | float) -> Fraction | None:
         text = text.rsplit("=", 1)[1]
     text = re.sub(r"\s+", "", text)
     if _PLAIN_NUMBER.match(text):
-        return Fraction(text)
+        return _fraction(text)
     if match := _SLASH_FRACTION.match(text):
-        return Fraction(int(match.group(1)), int(match.group(2))) if int(match.group(2)) else None
+        numerator, denominator = _integer(match.group(1)), _integer(match.group(2))
+        return Fraction(numerator, denominator) if numerator is not None and denominator else None
     if match := _FRAC.match(text):
         sign = match.group(1) or match.group(4)
-        numerator = int(match.group(2) or match.group(5))
-        denominator = int(match.group(3) or match.group(6))
-        if denominator == 0:
+        numerator = _integer(match.group(2) or match.group(5))
+        denominator = _integer(match.group(3) or match.group(6))
+        if numerator is None or not denominator:
             return None
         value = Fraction(numerator, denominator)
         return -value if sign else value
-    numbers = _ANY_NUMBER.findall(text)
-    if len(numbers) == 1:  # a number with unit words around it ("18dollars", "x5")
-        return parse_number(numbers[0])
+    numbers = list(_ANY_NUMBER.finditer(text))
+    if len(numbers) == 1:  # a number with unit words around it ("18dollars"), never inside an expression
+        number = numbers[0]
+        if _UNIT_WORD.fullmatch(text[: number.start()]) and _UNIT_WORD.fullmatch(text[number.end() :]):
+            return parse_number(number.group())
     return None
 
 
-def numbers_equal(gold: Fraction, predicted: Fraction, tolerance: float = 1e-6) -> bool:
+def numbers_equal(gold: Fraction, predicted: Fraction, tolerance: Fraction = Fraction(1, 10**6)) -> bool:
     """Exact, or within an ABSOLUTE 1e-6 (a rounded 1/3); never relative: 1450001 is not 1450000."""
-    return gold == predicted or abs(float(gold - predicted)) <= tolerance
+    return gold == predicted or abs(gold - predicted) <= tolerance
 
 
 def aime_integer(answer: str) -> int | None:

@@ -4,6 +4,11 @@ Math: the LAST ``\\boxed{}`` / ``\\fbox{}`` (brace-matched, nested braces allowe
 "the answer is ..." / "Final Answer: ..." statement, else the last number. Multiple choice: the LAST
 explicit answer statement (``\\boxed{B}``, "answer is (B)", "Answer: B"), never the first capital
 letter in the text.
+
+Model text is untrusted: every function here runs in time linear in the text (one pass for the braces,
+scans that never revisit a character, and regexes only where no two adjacent quantifiers can match the
+same characters; whitespace runs are collapsed before the choice patterns for that reason). Signs and
+digits typed as other Unicode characters (U+2212 minus, dashes, full-width digits) are read as ASCII.
 """
 
 from __future__ import annotations
@@ -12,10 +17,19 @@ import re
 from dataclasses import dataclass
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_ANSWER_PHRASE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?:is\s*)?[:\s]*(?P<answer>[^\n]+)", re.IGNORECASE
-)
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+#: characters models (or their tokenizers) use for "-", "+", "." and digits
+_ASCII_FORMS = str.maketrans({
+    "\u2212": "-", "\u2012": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-", "\uff0b": "+", "\uff0e": ".",
+    **{chr(0xFF10 + digit): str(digit) for digit in range(10)},
+})
+
+
+def ascii_forms(text: str) -> str:
+    """Minus signs, dashes used as minus, full-width digits and signs as their ASCII characters."""
+    return text.translate(_ASCII_FORMS)
 
 
 @dataclass(frozen=True)
@@ -24,40 +38,45 @@ class Extracted:
     method: str  # "boxed" | "answer_phrase" | "last_number" | "none"
 
 
-def _matching_brace(text: str, open_index: int) -> int | None:
-    depth = 0
-    for index in range(open_index, len(text)):
-        char = text[index]
-        if char == "\\":  # an escaped brace (\{ \}) does not count
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Position of the matching ``}`` of every ``{`` that has one (escaped braces ``\\{`` ``\\}`` do not count),
+    in one pass."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for index, char in enumerate(text):
+        if char in "{}" and index and text[index - 1] == "\\":
             continue
-        if char == "{" and (index == 0 or text[index - 1] != "\\"):
-            depth += 1
-        elif char == "}" and (index == 0 or text[index - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return index
-    return None
+        if char == "{":
+            stack.append(index)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = index
+    return pairs
 
 
 def boxed_spans(text: str) -> list[tuple[int, str]]:
     """(position, content) of every complete ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x``, in order."""
+    pairs: dict[int, int] | None = None
     found: list[tuple[int, str]] = []
     for command in _BOX_COMMANDS:
-        start = 0
-        while (position := text.find(command, start)) != -1:
+        position = text.find(command)
+        while position != -1:
             after = position + len(command)
-            start = after
-            rest = text[after:]
-            stripped = rest.lstrip(" ")
-            if stripped.startswith("{"):
-                open_index = after + len(rest) - len(stripped)
-                close_index = _matching_brace(text, open_index)
-                if close_index is not None:
-                    found.append((position, text[open_index + 1 : close_index]))
-            elif rest.startswith(" "):  # "\boxed 5": the argument is the next token
-                token = re.match(r"\s+([^\s$]+)", rest)
-                if token:
-                    found.append((position, token.group(1)))
+            cursor = after
+            while cursor < len(text) and text[cursor] == " ":
+                cursor += 1
+            if cursor < len(text) and text[cursor] == "{":
+                pairs = _brace_pairs(text) if pairs is None else pairs
+                close = pairs.get(cursor)
+                if close is not None:
+                    found.append((position, text[cursor + 1 : close]))
+            elif cursor > after:  # "\boxed 5": the argument is the next token
+                cursor = _skip_space(text, cursor)
+                end = cursor
+                while end < len(text) and not text[end].isspace() and text[end] != "$":
+                    end += 1
+                if end > cursor:
+                    found.append((position, text[cursor:end]))
+            position = text.find(command, max(after, cursor))
     return sorted(found)
 
 
@@ -70,25 +89,68 @@ def last_boxed(text: str) -> str | None:
     return contents[-1] if contents else None
 
 
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index].isspace():
+        index += 1
+    return index
+
+
+_ANSWER_WORD = re.compile("answer", re.IGNORECASE)
+
+
+def _is_word_at(text: str, index: int) -> bool:
+    return text[index : index + 2].lower() == "is"
+
+
+def _answer_phrases(text: str) -> list[str]:
+    """What follows every "answer is|:|=" (optionally "... is is", colons): the rest of that line. A scan
+    from each "answer" stops at the first character that is not whitespace or ':', so the scans of
+    successive occurrences never overlap: linear time."""
+    phrases = []
+    resume = 0
+    for word in _ANSWER_WORD.finditer(text):
+        if word.start() < resume:
+            continue
+        index = _skip_space(text, word.end())
+        if _is_word_at(text, index):
+            index += 2
+        elif index < len(text) and text[index] in ":=":
+            index += 1
+        else:
+            continue
+        index = _skip_space(text, index)
+        if _is_word_at(text, index):
+            index = _skip_space(text, index + 2)
+        while index < len(text) and (text[index] == ":" or text[index].isspace()):
+            index += 1
+        end = text.find("\n", index)
+        phrase = text[index : len(text) if end == -1 else end]
+        if phrase:
+            phrases.append(phrase)
+        resume = index
+    return phrases
+
+
 def _clean_phrase(answer: str) -> str:
-    answer = answer.strip()
-    answer = re.sub(r"^\*+|\*+$", "", answer).strip()  # markdown bold
-    if answer.startswith("$") and answer.count("$") >= 2:
-        answer = answer[1 : answer.index("$", 1)]
-    answer = re.sub(r"[.\s]+$", "", answer)
+    answer = answer.strip().strip("*").strip()  # markdown bold
+    if answer.startswith("$"):
+        close = answer.find("$", 1)
+        if close != -1:
+            answer = answer[1:close]
+    answer = answer.rstrip(". \t\r\f\v")
     return answer.strip().strip("*").strip()
 
 
 def extract_math_answer(text: str) -> Extracted:
     boxed = last_boxed(text)
     if boxed is not None and boxed.strip():
-        return Extracted(boxed.strip(), "boxed")
-    phrases = list(_ANSWER_PHRASE.finditer(text))
+        return Extracted(ascii_forms(boxed.strip()), "boxed")
+    phrases = _answer_phrases(text)
     if phrases:
-        answer = _clean_phrase(phrases[-1].group("answer"))
+        answer = _clean_phrase(phrases[-1])
         if answer:
-            return Extracted(answer, "answer_phrase")
-    numbers = _NUMBER.findall(text.replace("**", ""))
+            return Extracted(ascii_forms(answer), "answer_phrase")
+    numbers = _NUMBER.findall(ascii_forms(text).replace("**", ""))
     if numbers:
         return Extracted(numbers[-1].replace(" ", ""), "last_number")
     return Extracted(None, "none")
@@ -105,6 +167,9 @@ _FINAL_LINE_LETTER = re.compile(r"^\s*\**\s*[(\[]?(?P<letter>[A-Z])[)\].]?\s*\**
 def extract_choice(text: str, num_choices: int = 4) -> Extracted:
     """The last explicit answer letter among the first ``num_choices`` letters, or none."""
     valid = {chr(ord("A") + i) for i in range(num_choices)}
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    final_line = _WHITESPACE_RUN.sub(" ", lines[-1]) if lines else ""
+    text = _WHITESPACE_RUN.sub(" ", text)  # one space per run: no two adjacent \s* can split a long run
     candidates: list[tuple[int, str, str]] = []
     for position, content in boxed_spans(text):
         match = _BOXED_LETTER.match(content)
@@ -118,9 +183,7 @@ def extract_choice(text: str, num_choices: int = 4) -> Extracted:
     if candidates:
         _, letter, method = max(candidates)
         return Extracted(letter, method)
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if lines:
-        match = _FINAL_LINE_LETTER.match(lines[-1])
-        if match and match.group("letter") in valid:
-            return Extracted(match.group("letter"), "final_line")
+    match = _FINAL_LINE_LETTER.match(final_line)
+    if match and match.group("letter") in valid:
+        return Extracted(match.group("letter"), "final_line")
     return Extracted(None, "none")

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lm_eval_moe.generation.nodes import Expansion, Node
-from lm_eval_moe.scoring.checkers import numeric_key
-from lm_eval_moe.scoring.equivalence import normalize_latex
+from lm_eval_moe.scoring.checkers import majority_key
 from lm_eval_moe.scoring.extract import extract_math_answer
 from lm_eval_moe.verifiers.base import AGGREGATIONS, Aggregation, StepScores, aggregate
 
@@ -147,9 +146,7 @@ def step_expansion(node: Node, seed: int, config: SearchConfig, last: bool, expe
 
 def answer_key(text: str) -> str | None:
     extracted = extract_math_answer(text)
-    if extracted.answer is None:
-        return None
-    return numeric_key(extracted.answer) or normalize_latex(extracted.answer)
+    return None if extracted.answer is None else majority_key(extracted.answer)
 
 
 def candidate(node: Node, scores: StepScores | None, config: SearchConfig, reason: str | None = None) -> Candidate:

@@ -1,39 +1,50 @@
 """Trusted bootstrap that runs INSIDE the sandbox (``python -I bootstrap.py``) in front of candidate code.
 
-It is self-contained (standard library only) because the sandbox sees nothing of this package. It
-keeps its protocol channel on private file descriptors, points the candidate's stdin/stdout/stderr
-elsewhere, installs a seccomp filter, and then answers requests from the judge, one JSON object per
-line:
+It is self-contained (standard library only) because the sandbox sees nothing of this package. It runs as a
+zygote: started once per worker slot, it waits for checks, and for every check the host
+asks for, forks a fresh child that serves that one check and dies; the zygote never runs candidate code.
+After each check it kills every other process of the sandbox, wipes the scratch directories and removes
+System V IPC objects, so every check starts from the same clean state at the cost of a fork, not of a new
+namespace and interpreter.
+
+Control (host <-> zygote): a Unix SEQPACKET socket whose descriptor number is the first argument; one JSON
+object per packet. ``{"op": "setup", ...}`` (once), ``{"op": "check"}`` with a fresh stream socket attached
+(SCM_RIGHTS) -> a child serves the check on it; ``{"op": "end"}`` -> the check's processes are killed and
+cleaned, answered ``{"clean": true, "status": <wait status of the check's child>}``; ``{"op": "exit"}``.
+
+Check channel (host judge <-> child), one JSON object per line:
 
 * ``load``: compile the candidate (and, in function mode, run its module body);
-* ``call``: call a candidate function (or ``Class.method`` on a fresh instance) on plain-data
-  arguments and return plain data; anything else is an error, never a value;
-* ``run_stdio``: run the program as ``__main__`` in a forked child with the given stdin and return
-  its (capped) stdout;
-* ``run_asserts``: the fallback for tests that need candidate-defined objects: run assertion strings
-  in the candidate's namespace (these verdicts are forgeable, and reported as such);
+* ``call``: call a candidate function (or ``Class.method`` on a fresh instance) on plain-data arguments and
+  return plain data; anything else is an error, never a value;
+* ``run_stdio``: run the program as ``__main__`` in a forked child with the given stdin and return its
+  (capped) stdout;
+* ``run_asserts``: the fallback for tests that need candidate-defined objects: run assertion strings in
+  the candidate's namespace (these verdicts are forgeable, and reported as such);
 * ``exit``.
 
-The judge never trusts what comes back beyond its plain-data value: verdicts are computed outside.
-The codec (:func:`encode` / :func:`decode`) is shared with the judge, which imports this module.
+The judge never trusts what comes back beyond its plain-data value: verdicts are computed outside. The
+codec (:func:`encode` / :func:`decode`) is shared with the judge, which imports this module.
 """
-
-from __future__ import annotations
 
 import base64
 import ctypes
+import errno
 import json
-import math
 import os
 import platform
+import resource
 import select
 import signal
+import socket
 import sys
-import tempfile
+import time
 import traceback
 
 MAX_DEPTH = 64
 MEMORY_EXIT_CODE = 120  # a stdio child that ran out of memory
+OUTPUT_LIMIT_EXIT_CODE = 121  # a stdio child whose writes hit the file-size limit
+CHANNEL_FD = 3  # the check channel inside a check child
 
 # ---------------------------------------------------------------- plain-data codec
 
@@ -44,6 +55,8 @@ class NotPlainData(TypeError):
 
 
 def encode(value, depth=0):
+    """Plain data as JSON-ready tags. Integers travel in hex: decimal conversion of ints over 4,300 digits
+    is refused by Python (``sys.set_int_max_str_digits``), power-of-two bases are not limited."""
     if depth > MAX_DEPTH:
         raise NotPlainData("value nested deeper than %d levels" % MAX_DEPTH)
     kind = type(value)
@@ -52,7 +65,7 @@ def encode(value, depth=0):
     if kind is bool:
         return {"t": value}
     if kind is int:
-        return {"i": str(value)}
+        return {"i": format(value, "x")}
     if kind is float:
         return {"f": repr(value)}
     if kind is complex:
@@ -75,9 +88,20 @@ def encode(value, depth=0):
 
 
 def _float(text):
-    if text not in ("inf", "-inf", "nan") and not all(c in "0123456789.eE+-" for c in text):
-        raise ValueError("bad float %r" % text)
+    if type(text) is not str or len(text) > 64 or (
+            text not in ("inf", "-inf", "nan") and not all(c in "0123456789.eE+-" for c in text)):
+        raise ValueError("bad float %r" % (text,))
     return float(text)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _int(text):
+    digits = text[1:] if text.startswith("-") else text
+    if not digits or len(digits) > 1 << 20 or not _HEX.issuperset(digits):
+        raise ValueError("bad integer")
+    return int(text, 16)
 
 
 def decode(obj, depth=0):
@@ -89,9 +113,9 @@ def decode(obj, depth=0):
         return None
     if tag == "t" and type(payload) is bool:
         return payload
-    if tag == "i" and type(payload) is str and len(payload) < 100000:
-        return int(payload)
-    if tag == "f" and type(payload) is str:
+    if tag == "i" and type(payload) is str:
+        return _int(payload)
+    if tag == "f":
         return _float(payload)
     if tag == "c" and type(payload) is list and len(payload) == 2:
         return complex(_float(payload[0]), _float(payload[1]))
@@ -115,19 +139,20 @@ def decode(obj, depth=0):
                     raise ValueError("malformed dict entry")
                 result[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
             return result
-    raise ValueError("malformed plain-data value (tag %r)" % tag)
+    raise ValueError("malformed plain-data value (tag %r)" % (tag,))
 
 
 # ---------------------------------------------------------------- seccomp
 
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-# syscalls denied with EPERM: debugging other processes, namespaces and mounts, raising limits,
-# kernel modules and keys, BPF, perf, clocks, reboot, swap, userfaultfd
+# syscalls denied with EPERM: debugging other processes, namespaces and mounts, raising limits, kernel
+# modules and keys, BPF, perf, clocks, reboot, swap, userfaultfd, and io_uring (its operations bypass the
+# per-syscall rules below: it opens inet sockets without a socket() call)
 _DENIED = {
     "x86_64": [101, 165, 166, 272, 308, 155, 161, 160, 310, 311, 246, 175, 313, 176, 321, 298, 250, 248, 249, 169,
-               167, 168, 163, 164, 227, 323, 304, 303, 172, 173],
+               167, 168, 163, 164, 227, 323, 304, 303, 172, 173, 425, 426, 427],
     "aarch64": [117, 40, 39, 97, 268, 41, 51, 164, 270, 271, 104, 105, 273, 106, 280, 241, 219, 217, 218, 142,
-                224, 225, 89, 170, 112, 282, 265, 264],
+                224, 225, 89, 170, 112, 282, 265, 264, 425, 426, 427],
 }
 _NR = {
     "x86_64": {"socket": 41, "socketpair": 53, "clone": 56, "clone3": 435, "prlimit64": 302},
@@ -185,18 +210,19 @@ def install_seccomp():
     return None
 
 
-# ---------------------------------------------------------------- serving
+# ---------------------------------------------------------------- one check (in a forked child)
 
 
 class Channel:
-    def __init__(self):
-        self.reader = os.fdopen(os.dup(0), "rb", buffering=0)
-        self.writer = os.fdopen(os.dup(1), "wb", buffering=0)
+    """The check's stream socket: newline-delimited JSON."""
+
+    def __init__(self, fd):
+        self.fd = fd
         self._buffer = b""
 
     def receive(self):
         while b"\n" not in self._buffer:
-            chunk = self.reader.read(1 << 16)
+            chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 raise EOFError
             self._buffer += chunk
@@ -204,7 +230,9 @@ class Channel:
         return json.loads(line)
 
     def send(self, message):
-        self.writer.write(json.dumps(message).encode() + b"\n")
+        data = json.dumps(message).encode() + b"\n"
+        while data:
+            data = data[os.write(self.fd, data):]
 
 
 def _error(kind, exc):
@@ -212,8 +240,13 @@ def _error(kind, exc):
             "traceback": "".join(traceback.format_exception(exc))[-4000:]}
 
 
-def _classify(exc):
-    return "memory_exceeded" if isinstance(exc, MemoryError) else "runtime_error"
+def _kind(exc, default):
+    """The error kind of an exception: resource exhaustion is named as such, never as the program's error."""
+    if isinstance(exc, MemoryError):
+        return "memory_exceeded"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:  # RLIMIT_FSIZE (Python ignores SIGXFSZ)
+        return "output_limit_exceeded"
+    return default
 
 
 class Candidate:
@@ -231,15 +264,15 @@ class Candidate:
         source = message.get("preamble", "") + message["source"]
         try:
             self.code = compile(source, "<candidate>", "exec")
-        except (SyntaxError, ValueError, OverflowError, MemoryError) as exc:
-            return _error("compile_error" if not isinstance(exc, MemoryError) else "memory_exceeded", exc)
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+            return _error(_kind(exc, "compile_error"), exc)
         if self.mode == "stdio":
             return {"ok": True, "callables": []}
         self.namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
         try:
             exec(self.code, self.namespace)
         except BaseException as exc:  # noqa: BLE001 - SystemExit from candidate code included
-            return _error(_classify(exc), exc)
+            return _error(_kind(exc, "runtime_error"), exc)
         names = sorted(k for k, v in self.namespace.items() if callable(v) and not k.startswith("__"))
         return {"ok": True, "callables": names}
 
@@ -254,17 +287,15 @@ class Candidate:
             args = decode(message["args"])
             kwargs = decode(message["kwargs"])
         except BaseException as exc:  # noqa: BLE001
-            return _error("runtime_error", exc)
+            return _error(_kind(exc, "runtime_error"), exc)
         try:
             result = function(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001
-            return _error("exception" if not isinstance(exc, MemoryError) else "memory_exceeded", exc)
+            return _error(_kind(exc, "exception"), exc)
         try:
             return {"ok": encode(result)}
-        except NotPlainData as exc:
-            return {"error": "not_plain", "type": "NotPlainData", "message": str(exc)}
-        except RecursionError as exc:
-            return {"error": "not_plain", "type": "RecursionError", "message": str(exc)}
+        except (NotPlainData, RecursionError) as exc:
+            return {"error": "not_plain", "type": type(exc).__name__, "message": str(exc)[:500]}
 
     def run_asserts(self, message):
         results = []
@@ -276,34 +307,38 @@ class Candidate:
                 results.append({"passed": False, "type": type(exc).__name__, "message": str(exc)[:500]})
         return {"ok": results}
 
+    def _stdio_child(self, stdin_read, stdin_write, out_read, out_write):
+        try:
+            os.close(stdin_write)
+            os.close(out_read)
+            os.dup2(stdin_read, 0)
+            os.dup2(out_write, 1)
+            # closefd=False: the replaced wrappers must not close fds 0/1 when collected
+            sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+            exec(self.code, {"__name__": "__main__", "__builtins__": __builtins__})
+            sys.stdout.flush()
+            os._exit(0)
+        except SystemExit as exc:
+            try:
+                sys.stdout.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+            os._exit(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        except MemoryError:
+            os._exit(MEMORY_EXIT_CODE)
+        except OSError as exc:
+            os._exit(OUTPUT_LIMIT_EXIT_CODE if exc.errno == errno.EFBIG else 1)
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+            os._exit(1)
+
     def run_stdio(self, message):
         stdin_read, stdin_write = os.pipe()
         out_read, out_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: the program as __main__
-            try:
-                os.close(stdin_write)
-                os.close(out_read)
-                os.dup2(stdin_read, 0)
-                os.dup2(out_write, 1)
-                # closefd=False: the replaced wrappers must not close fds 0/1 when collected
-                sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-                exec(self.code, {"__name__": "__main__", "__builtins__": __builtins__})
-                sys.stdout.flush()
-                os._exit(0)
-            except SystemExit as exc:
-                try:
-                    sys.stdout.flush()
-                except BaseException:  # noqa: BLE001
-                    pass
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                os._exit(code)
-            except MemoryError:
-                os._exit(MEMORY_EXIT_CODE)
-            except BaseException:  # noqa: BLE001
-                traceback.print_exc()
-                os._exit(1)
+            self._stdio_child(stdin_read, stdin_write, out_read, out_write)
         os.close(stdin_read)
         os.close(out_write)
         data = message.get("stdin", "").encode()
@@ -346,39 +381,258 @@ class Candidate:
         }}
 
 
-def main():
-    channel = Channel()
+def _set_limits(limits):
+    """Per-check resource limits, set in the check's child before any candidate code (lowering is allowed;
+    the seccomp filter forbids raising them again)."""
+    names = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "fsize": resource.RLIMIT_FSIZE,
+             "nproc": resource.RLIMIT_NPROC, "nofile": resource.RLIMIT_NOFILE, "stack": resource.RLIMIT_STACK,
+             "core": resource.RLIMIT_CORE}
+    for name, (soft, hard) in limits.items():
+        resource.setrlimit(names[name], (soft, hard))
+
+
+def serve_check(channel_fd, setup):
+    """The body of a check's child: bound resources, become the sandbox user, redirect the candidate's own
+    output into the scratch directory, install the seccomp filter (last: it forbids setting limits), then
+    answer the judge until it says exit."""
+    os.dup2(channel_fd, CHANNEL_FD)
+    os.closerange(CHANNEL_FD + 1, 1 << 16)
+    os.setsid()
+    _set_limits(setup.get("limits", {}))
+    uid = setup.get("uid")
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.umask(0o077)
+    work = os.path.join(setup["scratch"], "check")
+    os.makedirs(work, exist_ok=True)
+    os.chdir(work)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    log, _ = tempfile.mkstemp(prefix="candidate_output_", suffix=".txt")
+    log = os.open(os.path.join(work, "candidate_output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    setup = channel.receive()
-    seccomp_error = install_seccomp() if setup.get("seccomp") else None
-    channel.send({"ready": True, "seccomp": setup.get("seccomp") and seccomp_error is None, "seccomp_error": seccomp_error,
-                  "uid": os.getuid(), "pid": os.getpid()})
+    os.environ.update({"HOME": work, "TMPDIR": work})
+    seccomp_error = install_seccomp() if setup.get("seccomp") else "seccomp off (mode=none)"
+    channel = Channel(CHANNEL_FD)
+    channel.send({"ready": True, "uid": os.getuid(), "pid": os.getpid(), "seccomp": seccomp_error is None,
+                  "seccomp_error": seccomp_error})
     candidate = Candidate()
     handlers = {"load": candidate.load, "call": candidate.call, "run_stdio": candidate.run_stdio,
                 "run_asserts": candidate.run_asserts}
     while True:
         try:
             message = channel.receive()
-        except EOFError:
+        except (EOFError, ValueError, RecursionError):
             break
-        if message.get("op") == "exit":
+        op = message.get("op") if type(message) is dict else None
+        if op == "exit":
             break
-        handler = handlers.get(message.get("op"))
+        handler = handlers.get(op)
         if handler is None:
-            channel.send({"error": "protocol", "message": "unknown op %r" % message.get("op")})
+            channel.send({"error": "protocol", "message": "unknown op %r" % (op,)})
             continue
         try:
             channel.send(handler(message))
-        except MemoryError as exc:
-            channel.send(_error("memory_exceeded", exc))
+        except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError while answering
+            try:
+                channel.send(_error(_kind(exc, "runtime_error"), exc))
+            except BaseException:  # noqa: BLE001
+                break
+    os._exit(0)
+
+
+# ---------------------------------------------------------------- the zygote
+
+
+def _others(keep):
+    """Processes of the sandbox's PID namespace other than ``keep`` (its /proc shows only the namespace)."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and int(entry) not in keep]
+
+
+def _kill_all_others(keep=()):
+    """SIGKILL every other process of the sandbox's PID namespace (kill(-1) spares the caller and PID 1),
+    until none is left, a fork bomb included; reap what is ours. Only ever called inside a PID namespace:
+    outside one, kill(-1) would reach the host. False if some process would not die (the host then ends the
+    whole sandbox)."""
+    keep = {1, os.getpid(), *keep}
+    for _ in range(5000):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _reap()
+        if not _others(keep):
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _wipe(directory):
+    """Remove everything under ``directory`` that this user may remove (never following links)."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for name in entries:
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_uid != os.getuid():
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            try:
+                os.chmod(path, 0o700)
+            except OSError:
+                pass
+            _wipe(path)
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _remove_ipc():
+    """System V shared memory, semaphores and message queues this user owns (they outlive processes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # table -> (the column holding the owner's uid, the call that removes an id with IPC_RMID = 0)
+    tables = {"shm": (7, lambda i: libc.shmctl(i, 0, None)), "sem": (4, lambda i: libc.semctl(i, 0, 0)),
+              "msg": (7, lambda i: libc.msgctl(i, 0, None))}
+    for table, (owner_column, remove) in tables.items():
+        try:
+            with open("/proc/sysvipc/" + table) as listing:
+                rows = [line.split() for line in listing.read().splitlines()[1:]]
+        except OSError:
+            continue
+        for fields in rows:
+            if len(fields) > owner_column and int(fields[owner_column]) == os.getuid():
+                remove(int(fields[1]))
+
+
+def _kill_check(setup, child):
+    """End every process of a check: the whole PID namespace but the zygote when there is one, else the
+    check's own session (mode=none: a double-forked daemon may survive, as the layer report says)."""
+    if setup.get("pid_namespace"):
+        return _kill_all_others()
+    try:
+        os.killpg(child, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _reap()
+    return True
+
+
+def _clear_files(setup):
+    """Wipe the check's own scratch directories; sweep shared host directories (the unshare fallback, whose
+    /tmp is the host's) only of files of the run's dedicated uid, and never as root or as the harness's own
+    user: there the sweep would delete files that are not the check's."""
+    for directory in setup.get("wipe", ()):
+        _wipe(directory)
+    dedicated = setup.get("dedicated_uid")
+    if dedicated and os.getuid() == dedicated:
+        for directory in setup.get("sweep", ()):
+            _wipe(directory)
+    _remove_ipc()
+
+
+def clean(setup, child):
+    """After a check: nothing of it survives in the sandbox (False if something would not die). The host
+    decides what may be wiped: see :func:`_clear_files`."""
+    if not _kill_check(setup, child):
+        return False
+    uid = setup.get("uid")
+    if uid is not None and os.getuid() == 0:  # the files belong to the sandbox user: clean as that user
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                if not setup.get("pid_namespace") or _kill_all_others(keep=(os.getppid(),)):
+                    _clear_files(setup)
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return status == 0 and _kill_check(setup, child)
+    _clear_files(setup)
+    return True
+
+
+def zygote(control_fd):
+    control = socket.socket(fileno=control_fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # stderr stays: the host reads it when the zygote fails to start
+    setup = json.loads(control.recv(1 << 16))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<zygote>/mem or fd access for the checks
+    control.send(json.dumps({"ready": True, "uid": os.getuid(), "pid": os.getpid()}).encode())
+    child, status = None, None
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 16, 1)
+        except OSError:
+            break
+        if not data:
+            break
+        message = json.loads(data)
+        op = message.get("op")
+        if op == "check" and fds:
+            status = None
+            child = os.fork()
+            if child == 0:
+                try:
+                    control.close()
+                    serve_check(fds[0], setup)
+                except BaseException:  # noqa: BLE001 - before the redirect, stderr is the host's pipe
+                    traceback.print_exc()
+                finally:
+                    os._exit(1)
+            os.close(fds[0])
+        elif op == "end":
+            if child is not None:
+                try:
+                    os.kill(child, signal.SIGKILL)  # no effect on a child that already died: its status stays
+                except ProcessLookupError:
+                    pass
+                _, status = os.waitpid(child, 0)
+                cleaned = clean(setup, child)
+                child = None
+            else:
+                cleaned = True
+            control.send(json.dumps({"clean": cleaned, "status": status}).encode())
+        elif op == "exit":
+            break
+        else:
+            for fd in fds:
+                os.close(fd)
+            control.send(json.dumps({"error": "protocol", "message": "unknown op %r" % (op,)}).encode())
     os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    zygote(int(sys.argv[1]))

@@ -4,25 +4,35 @@ The candidate runs in the sandbox behind the bootstrap; the judge (this module, 
 process) executes the trusted test code of the dataset (HumanEval ``check(candidate)``, MBPP asserts,
 LiveCodeBench comparisons) with ``candidate`` bound to a :class:`CandidateProxy`. Every call crosses
 the process boundary as plain data, so an always-equal object, a patched comparison helper, a printed
-"passed", an early exit or a walk up the stack cannot touch the verdict. Standard-input problems are
-run per test case and their stdout is compared here. Problems whose tests need candidate-defined
-objects run their assertions inside the sandbox instead, and their results say ``forgeable``.
+"passed", an early exit or a walk up the stack cannot touch the verdict. Only the functions the task asks
+for are bound to the candidate: the entry point, and the other functions of the reference solution that
+the tests call (``CodeProblem.candidate_functions``); builtins, the prompt's helpers and the test's own
+definitions stay the benchmark's, so a candidate that defines ``abs``, ``set`` or a prompt helper such as
+``poly`` rewires nothing. Standard-input
+problems are run per test case and their stdout is compared here. Problems whose tests need
+candidate-defined objects run their assertions inside the sandbox instead, and their results say
+``forgeable``. Nothing the sandbox sends can raise out of :func:`judge`: every failure is the sample's
+verdict.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import signal
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from lm_eval_moe.scoring.code.bootstrap import MEMORY_EXIT_CODE, NotPlainData, decode, encode
-from lm_eval_moe.scoring.code.sandbox import ResponseTooLarge, SandboxDied, SandboxProcess, SandboxTimeout
+from lm_eval_moe.scoring.code.bootstrap import MEMORY_EXIT_CODE, OUTPUT_LIMIT_EXIT_CODE, NotPlainData, decode, encode
+from lm_eval_moe.scoring.code.sandbox import (
+    CheckChannel, ProtocolError, ResponseTooLarge, SandboxDied, SandboxTimeout,
+)
 
 OUTCOMES = (
     "passed", "failed", "timeout", "runtime_error", "compile_error", "memory_exceeded", "output_limit_exceeded",
@@ -46,6 +56,8 @@ class CodeProblem:
     recursion_limit: int | None = None
     int_max_str_digits: int | None = None
     in_sandbox: bool = False  # the tests need candidate-defined objects: forgeable fallback
+    trusted_code: str = ""  # the benchmark's own code the tests may use (HumanEval's prompt: helpers, imports)
+    candidate_functions: tuple[str, ...] = ()  # besides the entry point, functions the tests call that the task asks for
 
 
 @dataclass
@@ -63,6 +75,7 @@ class ExecutionResult:
     forgeable: bool = False
     seconds: float = 0.0
     retried: bool = False
+    sandbox: str = ""  # the layers that judged it
 
     @property
     def passed(self) -> bool:
@@ -75,6 +88,7 @@ class ExecutionResult:
             "forgeable": self.forgeable,
             "seconds": round(self.seconds, 3),
             "retried": self.retried,
+            "sandbox": self.sandbox,
             "tests": [{"name": t.name, "passed": t.passed, "message": t.message} for t in self.tests],
         }
 
@@ -96,58 +110,50 @@ class Stop(BaseException):
 _SIGNAL_OUTCOMES = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output_limit_exceeded"}
 
 
-def _signal_of(code: int | None) -> int | None:
-    """The signal that ended a process: negative codes from Popen, 128 + N from bubblewrap's init."""
-    if code is None:
-        return None
-    if code < 0:
-        return -code
-    if 128 < code < 128 + 65:
-        return code - 128
-    return None
-
-
 def _died(error: SandboxDied) -> Stop:
-    number = _signal_of(error.exit_code)
-    if number is not None:
-        outcome = _SIGNAL_OUTCOMES.get(number, "runtime_error")
+    """The verdict of a check whose process ended mid-request, from its wait status."""
+    status = error.wait_status
+    if status is None:
+        return Stop("runtime_error", "the candidate's process ended (status unknown)")
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        outcome = _SIGNAL_OUTCOMES.get(-code, "runtime_error")
         try:
-            name = signal.Signals(number).name
+            name = signal.Signals(-code).name
         except ValueError:
-            name = f"signal {number}"
+            name = f"signal {-code}"
         return Stop(outcome, f"the candidate's process was killed by {name}")
-    return Stop("runtime_error", f"the candidate's process exited early (exit code {error.exit_code})")
+    return Stop("runtime_error", f"the candidate's process exited early (exit code {code})")
 
 
-def _answer(process: SandboxProcess, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+def _answer(channel: CheckChannel, message: dict[str, Any], deadline: float) -> dict[str, Any]:
     try:
-        return process.request(message, deadline)
+        return channel.request(message, deadline)
     except SandboxTimeout:
         raise Stop("timeout", "wall-clock deadline exceeded") from None
     except SandboxDied as error:
         raise _died(error) from None
     except ResponseTooLarge:
         raise Stop("output_limit_exceeded", "the candidate's answer exceeded the response cap") from None
+    except ProtocolError as error:
+        raise Stop("runtime_error", f"protocol violation: {error}") from None
 
 
 def _failure(response: dict[str, Any]) -> Stop | None:
     kind = response.get("error")
     if kind is None:
         return None
-    message = f"{response.get('type', '')}: {response.get('message', '')}".strip(": ")
-    if kind in ("compile_error", "memory_exceeded"):
+    message = f"{response.get('type', '')}: {response.get('message', '')}".strip(": ")[:2000]
+    if kind in ("compile_error", "memory_exceeded", "output_limit_exceeded", "runtime_error"):
         return Stop(kind, message)
-    if kind == "runtime_error":
-        outcome = "output_limit_exceeded" if "File too large" in message else "runtime_error"
-        return Stop(outcome, message)
     return Stop("runtime_error", f"protocol violation: {message}")
 
 
 class CandidateProxy:
     """Stands in for the candidate function in the judge's test code."""
 
-    def __init__(self, process: SandboxProcess, target: str, deadline: float) -> None:
-        self.process, self.target, self.deadline = process, target, deadline
+    def __init__(self, channel: CheckChannel, target: str, deadline: float) -> None:
+        self.channel, self.target, self.deadline = channel, target, deadline
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -155,17 +161,17 @@ class CandidateProxy:
         except NotPlainData as error:
             raise Stop("sandbox_error", f"the test passes a non-plain argument ({error}); "
                                         "this problem needs in-sandbox tests") from None
-        response = _answer(self.process, payload, self.deadline)
+        response = _answer(self.channel, payload, self.deadline)
         if "ok" in response:
             try:
                 return decode(response["ok"])
-            except (ValueError, TypeError, KeyError, OverflowError) as error:
-                raise Stop("runtime_error", f"protocol violation: undecodable result ({error})") from None
+            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as error:
+                raise Stop("runtime_error", f"protocol violation: undecodable result ({type(error).__name__})") from None
         kind = response.get("error")
         if kind == "exception":
-            raise CandidateRaised(f"{response.get('type')}: {response.get('message')}")
-        if kind == "memory_exceeded":
-            raise Stop("memory_exceeded", str(response.get("message")))
+            raise CandidateRaised(f"{response.get('type')}: {str(response.get('message'))[:2000]}")
+        if kind in ("memory_exceeded", "output_limit_exceeded"):
+            raise Stop(kind, str(response.get("message"))[:2000])
         if kind == "not_plain":
             raise Stop("runtime_error", f"the candidate returned no plain data: {response.get('message')}")
         raise _failure(response) or Stop("runtime_error", "protocol violation")
@@ -185,16 +191,46 @@ def _assert_line(error: BaseException, source: str) -> str:
 _AST_LOCK = threading.Lock()
 
 
-def _referenced_names(tests: tuple[str, ...]) -> set[str]:
-    names: set[str] = set()
+def called_names(tests: tuple[str, ...]) -> list[str]:
+    """Names the tests call directly (``f(...)``), in order of appearance."""
+    called: dict[str, None] = {}
     for test in tests:
         try:
-            with _AST_LOCK:
-                tree = ast.parse(test)
+            tree = parse_trusted(test)
         except SyntaxError:
             continue
-        names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    return names
+        for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)),
+                           key=lambda n: (n.lineno, n.col_offset)):
+            called.setdefault(node.func.id, None)
+    return list(called)
+
+
+def trusted_namespace(*sources: tuple[str, str]) -> dict[str, Any]:
+    """The benchmark's own code (prompt helpers, test imports and definitions), run in the judge; each source
+    with the file name its tracebacks show."""
+    namespace: dict[str, Any] = {}
+    for source, filename in sources:
+        if source:
+            exec(_compile_trusted(source, filename), namespace)
+    return namespace
+
+
+def _compile_trusted(source: str, filename: str, flags: int = 0) -> Any:
+    with _AST_LOCK, warnings.catch_warnings():  # the datasets' invalid escapes ("\w") are theirs, not ours
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        return compile(source, filename, "exec", flags)
+
+
+def parse_trusted(source: str) -> ast.Module:
+    """``ast.parse`` of benchmark code, thread-safe and quiet about the dataset's own style warnings."""
+    return _compile_trusted(source, "<unknown>", ast.PyCF_ONLY_AST)
+
+
+def bind_candidate(problem: CodeProblem, namespace: dict[str, Any], channel: CheckChannel, deadline: float) -> None:
+    """Bind to the candidate only what the task asks it to write: the entry point and the problem's other
+    candidate functions. Every other name keeps its trusted meaning."""
+    for name in {problem.entry_point, *problem.candidate_functions} - {""}:
+        namespace[name] = CandidateProxy(channel, name, deadline)
 
 
 def compare_stdout(produced: str, expected: str) -> bool:
@@ -218,14 +254,20 @@ def compare_stdout(produced: str, expected: str) -> bool:
     return True
 
 
-def judge(problem: CodeProblem, program: str, process: SandboxProcess, wall_seconds: float) -> ExecutionResult:
-    """Load ``program`` into the sandboxed ``process`` and run the problem's tests against it."""
+def judge(problem: CodeProblem, program: str, channel: CheckChannel, wall_seconds: float) -> ExecutionResult:
+    """Load ``program`` into the sandboxed check behind ``channel`` and run the problem's tests against it.
+    Never raises: whatever the sandbox sends or does becomes this sample's verdict."""
     start = time.monotonic()
     deadline = start + wall_seconds
     tests: list[TestDetail] = []
-    forgeable = problem.in_sandbox
     try:
-        loaded = _answer(process, {
+        try:
+            ready = channel.receive(deadline)
+        except (SandboxTimeout, SandboxDied, ResponseTooLarge, ProtocolError) as error:
+            raise Stop("sandbox_error", f"the check did not start ({type(error).__name__}: {error})") from None
+        if not ready.get("ready"):
+            raise Stop("sandbox_error", f"the check answered {str(ready)[:200]} instead of ready")
+        loaded = _answer(channel, {
             "op": "load", "source": program, "preamble": problem.preamble,
             "mode": "stdio" if problem.kind == "stdio_io" else "function",
             "recursion_limit": problem.recursion_limit, "int_max_str_digits": problem.int_max_str_digits,
@@ -233,34 +275,35 @@ def judge(problem: CodeProblem, program: str, process: SandboxProcess, wall_seco
         failure = _failure(loaded)
         if failure is not None:
             raise failure
-        callables = set(loaded.get("callables") or [])
-        outcome = _run_tests(problem, process, callables, deadline, tests)
+        callables = loaded.get("callables")
+        callables = {name for name in callables if isinstance(name, str)} if isinstance(callables, list) else set()
+        outcome = _run_tests(problem, channel, callables, deadline, tests)
         detail = next((t.message for t in tests if not t.passed), "")
     except Stop as stop:
         outcome, detail = stop.outcome, stop.detail
-    return ExecutionResult(outcome, tests, detail, forgeable, time.monotonic() - start)
+    except Exception as error:  # noqa: BLE001 - a bug of ours must not end the run: this sample's verdict
+        outcome, detail = "sandbox_error", f"judge failure: {type(error).__name__}: {str(error)[:500]}"
+    return ExecutionResult(outcome, tests, detail, problem.in_sandbox, time.monotonic() - start)
 
 
-def _run_tests(problem: CodeProblem, process: SandboxProcess, callables: set[str], deadline: float,
+def _run_tests(problem: CodeProblem, channel: CheckChannel, callables: set[str], deadline: float,
                tests: list[TestDetail]) -> str:
     if problem.in_sandbox:
-        response = _answer(process, {"op": "run_asserts", "tests": [problem.setup_code, *problem.asserts]}, deadline)
-        if "ok" not in response:
+        response = _answer(channel, {"op": "run_asserts", "tests": [problem.setup_code, *problem.asserts]}, deadline)
+        if not isinstance(response.get("ok"), list):
             raise _failure(response) or Stop("runtime_error", "protocol violation")
-        results = response["ok"][1:] if isinstance(response["ok"], list) else []
-        for test, result in zip(problem.asserts, results):
+        for test, result in zip(problem.asserts, response["ok"][1:]):
             ok = isinstance(result, dict) and result.get("passed") is True
-            tests.append(TestDetail(test[:200], ok, "" if ok else str(result.get("message", ""))[:300]))
+            message = "" if ok or not isinstance(result, dict) else str(result.get("message", ""))[:300]
+            tests.append(TestDetail(test[:200], ok, message))
         return "passed" if len(tests) == len(problem.asserts) and all(t.passed for t in tests) else "failed"
     if problem.kind == "check_function":
         if problem.entry_point not in callables:
             raise Stop("runtime_error", f"the program defines no function {problem.entry_point!r}")
-        namespace: dict[str, Any] = {}
-        exec(compile(problem.test_code, "<check>", "exec"), namespace)
-        for name in _referenced_names((problem.test_code,)) & callables:  # helpers the test calls (poly, ...)
-            namespace.setdefault(name, CandidateProxy(process, name, deadline))
+        namespace = trusted_namespace((problem.trusted_code, "<prompt>"), (problem.test_code, "<check>"))
+        bind_candidate(problem, namespace, channel, deadline)
         try:
-            namespace["check"](CandidateProxy(process, problem.entry_point, deadline))
+            namespace["check"](namespace[problem.entry_point])
             tests.append(TestDetail("check", True))
         except CandidateRaised as error:
             tests.append(TestDetail("check", False, f"the candidate raised {error}"))
@@ -269,14 +312,12 @@ def _run_tests(problem: CodeProblem, process: SandboxProcess, callables: set[str
             tests.append(TestDetail("check", False, _assert_line(error, problem.test_code) or type(error).__name__))
         return "passed" if tests[-1].passed else "failed"
     if problem.kind == "assert_list":
-        namespace = {}
-        exec(compile(problem.setup_code, "<setup>", "exec"), namespace)
-        for name in _referenced_names(problem.asserts) & callables:
-            namespace[name] = CandidateProxy(process, name, deadline)
+        namespace = trusted_namespace((problem.setup_code, "<setup>"))
+        bind_candidate(problem, namespace, channel, deadline)
         first_failure = "passed"
         for test in problem.asserts:
             try:
-                exec(compile(test, "<test>", "exec"), namespace)
+                exec(_compile_trusted(test, "<test>"), namespace)
                 tests.append(TestDetail(test[:200], True))
             except CandidateRaised as error:
                 tests.append(TestDetail(test[:200], False, f"the candidate raised {error}"))
@@ -287,7 +328,7 @@ def _run_tests(problem: CodeProblem, process: SandboxProcess, callables: set[str
         return first_failure
     if problem.kind == "functional_io":
         target = f"Solution.{problem.entry_point}" if "Solution" in callables else problem.entry_point
-        proxy = CandidateProxy(process, target, deadline)
+        proxy = CandidateProxy(channel, target, deadline)
         for index, (given, expected) in enumerate(problem.io_tests):
             args = [json.loads(line) for line in given.split("\n") if line.strip()]
             try:
@@ -303,7 +344,7 @@ def _run_tests(problem: CodeProblem, process: SandboxProcess, callables: set[str
                 return "failed"
         return "passed"
     for index, (given, expected) in enumerate(problem.io_tests):  # stdio_io
-        response = _answer(process, {"op": "run_stdio", "stdin": given, "output_cap": 16 << 20}, deadline)
+        response = _answer(channel, {"op": "run_stdio", "stdin": given, "output_cap": 16 << 20}, deadline)
         if "ok" not in response or not isinstance(response["ok"], dict):
             raise _failure(response) or Stop("runtime_error", "protocol violation")
         run = response["ok"]
@@ -311,10 +352,11 @@ def _run_tests(problem: CodeProblem, process: SandboxProcess, callables: set[str
             raise Stop("output_limit_exceeded", f"test {index}: output exceeded 16 MiB")
         if run.get("exit_code") != 0:
             code = run.get("exit_code")
-            number = _signal_of(code) if isinstance(code, int) else None
-            outcome = _SIGNAL_OUTCOMES.get(number, "runtime_error") if number else "runtime_error"
+            outcome = _SIGNAL_OUTCOMES.get(-code, "runtime_error") if isinstance(code, int) and code < 0 else "runtime_error"
             if code == MEMORY_EXIT_CODE:
                 outcome = "memory_exceeded"
+            elif code == OUTPUT_LIMIT_EXIT_CODE:
+                outcome = "output_limit_exceeded"
             tests.append(TestDetail(f"test {index}", False, f"exit code {code}"))
             return outcome
         ok = compare_stdout(str(run.get("stdout", "")), expected)

@@ -1,15 +1,18 @@
 """LiveCodeBench rows: test cases (private ones decoded safely), problem kinds, the common preamble.
 
-Private tests are stored as base64(zlib(pickle(json string))). Unpickling untrusted data runs
-arbitrary code, so :func:`decode_private_tests` reads the pickle opcodes itself and accepts exactly one
-string (protocol header, frame, a unicode string opcode, memo, stop); anything else is an error.
+Private tests are stored as base64(zlib(pickle(json string))). Unpickling untrusted data runs arbitrary
+code only through the classes and functions a pickle names; :class:`PlainUnpickler` refuses to resolve any
+name, so every pickle protocol decodes to plain data (str, numbers, lists, dicts, ...) or fails, and the
+payload must then be a single string. The decompressed size is bounded (a zlib bomb fails, not the run).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import json
-import struct
+import pickle
 import zlib
 from typing import Any
 
@@ -24,46 +27,41 @@ PREAMBLE = "\n".join(
                                "statistics", "itertools", "functools", "operator", "io", "sys", "json")]
 ) + "\n"
 RECURSION_LIMIT = 50000
+MAX_PRIVATE_TESTS_BYTES = 1 << 30  # decompressed (the largest problems of release_v6 hold a few hundred MB)
 
 
 class UnsafePickle(ValueError):
     """A private-test payload that is not a single pickled string."""
 
 
-def _pickled_string(data: bytes) -> str:
-    position, result = 0, None
-    while position < len(data):
-        opcode = data[position]
-        position += 1
-        if opcode == 0x80:  # PROTO
-            position += 1
-        elif opcode == 0x95:  # FRAME
-            position += 8
-        elif opcode in (0x8C, 0x58, 0x8D):  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-            size_format, size_bytes = {0x8C: ("<B", 1), 0x58: ("<I", 4), 0x8D: ("<Q", 8)}[opcode]
-            (length,) = struct.unpack_from(size_format, data, position)
-            position += size_bytes
-            if result is not None or position + length > len(data):
-                raise UnsafePickle("more than one string, or a truncated one")
-            result = data[position : position + length].decode("utf-8")
-            position += length
-        elif opcode == 0x94:  # MEMOIZE
-            continue
-        elif opcode == 0x2E:  # STOP
-            if result is None:
-                raise UnsafePickle("no string before STOP")
-            return result
-        else:
-            raise UnsafePickle(f"pickle opcode 0x{opcode:02x} is not allowed (only a plain string is)")
-    raise UnsafePickle("no STOP opcode")
+class PlainUnpickler(pickle.Unpickler):
+    """An unpickler that resolves no global: classes, functions and reducers are refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise UnsafePickle(f"the pickle names {module}.{name}; only plain data is allowed")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickle("the pickle refers to a persistent object; only plain data is allowed")
 
 
 def decode_private_tests(encoded: str) -> list[dict[str, Any]]:
     try:
-        raw = zlib.decompress(base64.b64decode(encoded))
-    except (ValueError, zlib.error) as error:
+        compressed = base64.b64decode(encoded, validate=True)
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(compressed, MAX_PRIVATE_TESTS_BYTES)
+        if inflater.unconsumed_tail:
+            raise UnsafePickle(f"private tests decompress to more than {MAX_PRIVATE_TESTS_BYTES} bytes")
+    except (ValueError, binascii.Error, zlib.error) as error:
         raise UnsafePickle(f"private tests are not base64(zlib(...)): {error}") from None
-    tests = json.loads(_pickled_string(raw))
+    try:
+        value = PlainUnpickler(io.BytesIO(raw)).load()
+    except UnsafePickle:
+        raise
+    except Exception as error:  # noqa: BLE001 - any malformed pickle
+        raise UnsafePickle(f"private tests are not a readable pickle: {type(error).__name__}: {error}") from None
+    if not isinstance(value, str):
+        raise UnsafePickle(f"private tests unpickle to a {type(value).__name__}, not the expected JSON string")
+    tests = json.loads(value)
     if not isinstance(tests, list):
         raise UnsafePickle("private tests decode to a non-list")
     return tests
@@ -71,8 +69,6 @@ def decode_private_tests(encoded: str) -> list[dict[str, Any]]:
 
 def encode_private_tests(tests: list[dict[str, Any]]) -> str:
     """The dataset's own encoding (used to build test rows)."""
-    import pickle
-
     return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(tests)))).decode()
 
 

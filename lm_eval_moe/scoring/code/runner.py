@@ -1,10 +1,11 @@
-"""Parallel execution of many (problem, program) pairs in fresh sandboxes.
+"""Parallel execution of many (problem, program) pairs, each in a fresh sandboxed check.
 
-One worker thread per slot (default: the core count); each slot keeps one sandbox pre-started so that
-its start-up overlaps the previous sample. Every sample gets a fresh sandbox that is killed (whole
-process tree) afterwards. A timeout is retried once, serially, after the parallel pass, because a
-loaded machine turns slow-but-correct programs into false failures. A sandbox that fails to start is
-retried once and otherwise reported as ``sandbox_error`` (never as the model's failure).
+One worker thread per slot (default: the core count); each slot keeps one zygote (``sandbox.py``) that
+forks a clean child per check, so a check costs a fork rather than new namespaces and a new interpreter. A
+timeout is retried once, serially, after the parallel pass, because a loaded machine turns slow-but-correct
+programs into false failures. An infrastructure failure (a zygote that will not start or clean up) is
+retried once on a fresh zygote and otherwise reported as ``sandbox_error``, never as the model's failure;
+nothing a sample does raises out of the runner.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm import tqdm
 
 from lm_eval_moe.scoring.code.judge import CodeProblem, ExecutionResult, judge
-from lm_eval_moe.scoring.code.sandbox import Limits, Sandbox, SandboxMode, SandboxProcess, SandboxStartError
+from lm_eval_moe.scoring.code.sandbox import Limits, Sandbox, SandboxMode, SandboxStartError, Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -31,51 +32,54 @@ class CodeRunner:
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.workers):
             self._slots.put(slot)
-        self._spares: dict[int, SandboxProcess | None] = {}
+        self._zygotes: dict[int, Zygote] = {}
         self._lock = threading.Lock()
 
-    def _take(self, slot: int, prestart: bool) -> SandboxProcess:
+    def _zygote(self, slot: int) -> Zygote:
         with self._lock:
-            spare = self._spares.pop(slot, None)
-        if spare is None or spare.process.poll() is not None:
-            if spare is not None:
-                spare.kill()
-            spare = self.sandbox.start(slot)
-        if prestart:
-            try:
-                next_spare = self.sandbox.start(slot)
-            except SandboxStartError:
-                next_spare = None
+            zygote = self._zygotes.get(slot)
+        if zygote is None or not zygote.alive:
+            if zygote is not None:
+                zygote.kill()
+            zygote = self.sandbox.start(slot)
             with self._lock:
-                self._spares[slot] = next_spare
-        return spare
+                self._zygotes[slot] = zygote
+        return zygote
 
-    def _run_on_slot(self, slot: int, problem: CodeProblem, program: str, prestart: bool) -> ExecutionResult:
+    def _run_on_slot(self, slot: int, problem: CodeProblem, program: str) -> ExecutionResult:
         for attempt in (1, 2):
             try:
-                process = self._take(slot, prestart)
+                zygote = self._zygote(slot)
+                channel = zygote.begin_check()
             except SandboxStartError as error:
                 if attempt == 2:
-                    return ExecutionResult("sandbox_error", detail=str(error))
+                    return self._stamped(ExecutionResult("sandbox_error", detail=str(error)))
                 logger.warning("sandbox start failed, retrying once: %s", error)
                 continue
             try:
-                return judge(problem, program, process, self.limits.wall_seconds)
+                result = judge(problem, program, channel, self.limits.wall_seconds)
             finally:
-                process.kill()
+                channel.close()
+                zygote.end_check()
+            if result.outcome == "sandbox_error" and attempt == 1:
+                logger.warning("sandbox failed on %s, retrying once on a fresh sandbox: %s", problem.task_id,
+                               result.detail)
+                zygote.kill()
+                continue
+            return self._stamped(result)
         raise AssertionError("unreachable")
+
+    def _stamped(self, result: ExecutionResult) -> ExecutionResult:
+        """Every verdict says which layers judged it; without file-system isolation the candidate could read
+        the expected outputs, so the verdict is forgeable."""
+        result.sandbox = self.sandbox.layers.describe()
+        result.forgeable = result.forgeable or not self.sandbox.layers.filesystem_isolated
+        return result
 
     def run(self, problem: CodeProblem, program: str) -> ExecutionResult:
         slot = self._slots.get()
         try:
-            return self._run_on_slot(slot, problem, program, prestart=False)
-        finally:
-            self._slots.put(slot)
-
-    def _run_parallel(self, problem: CodeProblem, program: str) -> ExecutionResult:
-        slot = self._slots.get()
-        try:
-            return self._run_on_slot(slot, problem, program, prestart=True)
+            return self._run_on_slot(slot, problem, program)
         finally:
             self._slots.put(slot)
 
@@ -85,12 +89,11 @@ class CodeRunner:
         results: list[ExecutionResult] = []
         bar = tqdm(total=len(jobs), disable=not progress, desc=description)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(self._run_parallel, problem, program) for problem, program in jobs]
+            futures = [pool.submit(self.run, problem, program) for problem, program in jobs]
             for future in futures:
                 results.append(future.result())
                 bar.update(1)
         bar.close()
-        self.close_spares()
         retries = [i for i, result in enumerate(results) if result.outcome == "timeout"]
         if retries:
             logger.info("retrying %d timed-out sample(s) serially", len(retries))
@@ -100,9 +103,10 @@ class CodeRunner:
             results[index] = retried
         return results
 
-    def close_spares(self) -> None:
+    def close(self) -> None:
+        """Stop every zygote and remove this run's cgroups."""
         with self._lock:
-            spares, self._spares = list(self._spares.values()), {}
-        for spare in spares:
-            if spare is not None:
-                spare.kill()
+            zygotes, self._zygotes = list(self._zygotes.values()), {}
+        for zygote in zygotes:
+            zygote.kill()
+        self.sandbox.close()

@@ -1,34 +1,47 @@
 """The sandbox around model-written code (docs/SANDBOX.md), host side.
 
-Layers, probed once at start-up and reported in one log line:
+Each worker slot keeps one ZYGOTE: a sandboxed ``python -I bootstrap.py`` started once, which forks a
+fresh child per check and cleans up after it (``bootstrap.py``). The namespaces and the interpreter start
+are paid once per slot; every check still begins from the same clean state.
 
-1. always: a fresh ``python -I`` running the trusted bootstrap, an allow-listed environment, no
-   inherited descriptors, capped output, the deadline enforced here, the whole tree killed at the end;
-   rlimits (CPU seconds, address space, file size, processes, open files, stack) set by ``prlimit``;
-2. namespaces with bubblewrap: no network, own PID namespace (killing it ends every descendant, double-
-   forked daemons included), read-only system, private tmpfs for /tmp, no host home or repository.
-   Fallback: ``unshare`` (PID, network, IPC namespaces; the file system is NOT isolated);
-3. when started as root: an unprivileged uid per worker slot (``setpriv``), so rlimits bind and a
-   fork bomb in one slot cannot starve another;
-4. seccomp (installed by the bootstrap): no non-Unix sockets, ptrace, mounts or namespaces, no raising
-   of limits;
-5. cgroups where writable: ``pids.max`` and a memory limit per worker slot, and a sweep of leftovers.
+Layers, probed once at start-up and reported in one log line and in every execution result:
 
-``mode="strict"`` refuses to run unless every layer is active; ``mode="none"`` (debugging only) runs
-the bootstrap as a plain subprocess and says so every time it starts one.
+1. always: a fresh interpreter running the trusted bootstrap, an allow-listed environment, only the
+   control socket inherited, the candidate's own output kept inside the sandbox, the deadline enforced
+   here; rlimits (CPU seconds, address space, file size, processes, open files, stack) per check;
+2. namespaces with bubblewrap: no network, own PID namespace (every process of a check dies with it,
+   double-forked daemons included), read-only system, private size-bounded tmpfs for /tmp and /dev/shm,
+   no host home, repository or data. Fallback only where bubblewrap is ABSENT: ``unshare`` (PID, network,
+   IPC namespaces; the file system is NOT isolated, and verdicts say ``forgeable``), then none. A layer
+   that is installed but fails raises :class:`SandboxUnavailable` with its real error;
+3. when started as root: a uid of this run per worker slot (random, unused), so rlimits bind and neither
+   another slot nor another run on the machine shares it;
+4. seccomp (installed by the bootstrap): no non-Unix sockets, io_uring, ptrace, mounts or namespaces, no
+   raising of limits;
+5. cgroups where writable: ``pids.max`` and a memory limit per worker slot, under a name of this run,
+   removed at exit.
+
+``mode="strict"`` refuses to run unless every layer is active; ``mode="none"`` (debugging only) runs the
+bootstrap without namespaces or seccomp and says so on every sample.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import random
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,8 +50,10 @@ logger = logging.getLogger(__name__)
 
 SandboxMode = Literal["auto", "strict", "none"]
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
-BASE_UID = 61000
-CGROUP_NAME = "lm_eval_moe_sandbox"
+#: uids of the checks are drawn from here, one block per run (far above ordinary and container-mapped ids)
+UID_RANGE = (1 << 20, (1 << 31) - (1 << 16))
+MAX_MESSAGE_DEPTH = 200  # nesting of one JSON message from the sandbox (values: 64 in the codec)
+CONTROL_TIMEOUT = 30.0  # seconds the zygote may take to start or to clean up after a check
 
 
 class SandboxUnavailable(RuntimeError):
@@ -50,11 +65,11 @@ class SandboxStartError(RuntimeError):
 
 
 class SandboxDied(RuntimeError):
-    """The sandboxed process ended while we waited for an answer."""
+    """The check's process ended while we waited for an answer."""
 
-    def __init__(self, exit_code: int | None, detail: str = "") -> None:
-        super().__init__(f"sandbox ended (exit code {exit_code}) {detail}".strip())
-        self.exit_code = exit_code
+    def __init__(self, wait_status: int | None, detail: str = "") -> None:
+        super().__init__(f"sandbox ended (wait status {wait_status}) {detail}".strip())
+        self.wait_status = wait_status
 
 
 class SandboxTimeout(RuntimeError):
@@ -63,6 +78,10 @@ class SandboxTimeout(RuntimeError):
 
 class ResponseTooLarge(RuntimeError):
     """The sandbox sent more than the response cap."""
+
+
+class ProtocolError(RuntimeError):
+    """The sandbox sent something that is not a message of the protocol (malformed, too deep)."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +96,25 @@ class Limits:
     response_bytes: int = 64 << 20
     scratch_bytes: int = 512 << 20  # each of the sandbox's private /tmp and /dev/shm (bounded without cgroups too)
 
+    def rlimits(self) -> dict[str, list[int]]:
+        """Per-check rlimits (soft, hard): SIGXCPU at the CPU soft limit (a timeout), SIGKILL a second later."""
+        return {"cpu": [self.cpu_seconds, self.cpu_seconds + 1], "as": [self.memory_bytes] * 2,
+                "fsize": [self.file_bytes] * 2, "nproc": [self.processes] * 2, "nofile": [self.open_files] * 2,
+                "stack": [self.stack_bytes] * 2, "core": [0, 0]}
+
 
 @dataclass
 class Layers:
     namespaces: str = "none"  # bwrap | unshare | none
     uid_drop: bool = False
     seccomp: bool = False
-    rlimits: bool = False
+    rlimits: bool = True  # set by the bootstrap in every check
     cgroups: list[str] = field(default_factory=list)  # writable controllers
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def filesystem_isolated(self) -> bool:
+        return self.namespaces == "bwrap"
 
     def describe(self) -> str:
         parts = [
@@ -105,114 +134,285 @@ class Layers:
                 and bool(self.cgroups))
 
 
-def _cgroup_dirs(group: str) -> dict[str, Path]:
-    """Writable cgroups ``group`` under ours: v2 (one directory) or v1 (pids and memory controllers)."""
+# ---------------------------------------------------------------- per-run resources
+
+
+def _uids_in_use() -> set[int]:
+    used = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as status:
+                    used.update(int(v) for line in status if line.startswith("Uid:") for v in line.split()[1:])
+            except OSError:
+                continue
+    return used
+
+
+def _free_uid_block(size: int) -> int:
+    """The first uid of ``size`` consecutive uids no process uses, drawn at random (another run on the machine
+    draws its own block: a clash needs the same draw of about 2**31)."""
+    used = _uids_in_use()
+    while True:
+        base = random.SystemRandom().randrange(UID_RANGE[0], UID_RANGE[1] - size)
+        if not any(base <= uid < base + size for uid in used):
+            return base
+
+
+def _own_cgroup_parents() -> dict[str, Path]:
+    """Where this process may create cgroups: v2 (one directory) or v1 (pids and memory controllers)."""
     root = Path("/sys/fs/cgroup")
-    found: dict[str, Path] = {}
-    candidates = []
     if (root / "cgroup.controllers").exists():
         own = Path(open("/proc/self/cgroup").read().strip().split("::")[-1].strip() or "/")
-        candidates.append(("unified", root / own.relative_to("/") / CGROUP_NAME))
-    else:
-        for controller in ("pids", "memory"):
-            base = root / controller
-            if base.is_dir():
-                own = next((line.split(":", 2)[2] for line in open("/proc/self/cgroup") if f":{controller}:" in line), "/")
-                candidates.append((controller, base / own.strip().lstrip("/") / CGROUP_NAME))
-    for controller, parent in candidates:
+        return {"unified": root / own.relative_to("/")}
+    parents = {}
+    for controller in ("pids", "memory"):
+        base = root / controller
+        if base.is_dir():
+            own = next((line.split(":", 2)[2] for line in open("/proc/self/cgroup") if f":{controller}:" in line), "/")
+            parents[controller] = base / own.strip().lstrip("/")
+    return parents
+
+
+def _kill_cgroup(directory: Path) -> int:
+    """SIGKILL whatever is left in a cgroup; returns how many processes were found."""
+    try:
+        pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+    except OSError:
+        return 0
+    for pid in pids:
         try:
-            directory = parent / group
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "cgroup.procs").stat()
-            found[controller] = directory
-        except OSError:
-            continue
-    return found
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
 
 
-def _configure_cgroups(dirs: dict[str, Path], limits: Limits) -> list[str]:
-    active = []
-    for name, directory in dirs.items():
-        settings = {
-            "unified": {"pids.max": str(limits.processes), "memory.max": str(limits.memory_bytes + (256 << 20))},
-            "pids": {"pids.max": str(limits.processes)},
-            "memory": {"memory.limit_in_bytes": str(limits.memory_bytes + (256 << 20))},
-        }[name]
-        try:
-            for key, value in settings.items():
-                (directory / key).write_text(value)
-            active.append(name)
-        except OSError:
-            continue
-    return active
+class RunCgroups:
+    """This run's cgroups, ``lm_eval_moe.<pid>.<random>/slot<N>``: limits per worker slot, names no other run
+    shares, removed (after killing what is left) when the run ends."""
 
-
-def _sweep(dirs: dict[str, Path]) -> int:
-    """Kill whatever is left in a slot's cgroups; returns how many processes were found."""
-    left = 0
-    for directory in dirs.values():
-        try:
-            pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-        except OSError:
-            continue
-        for pid in pids:
-            left += 1
+    def __init__(self, slots: int, limits: Limits) -> None:
+        self.name = f"lm_eval_moe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.runs: dict[str, Path] = {}
+        self.slots: dict[int, dict[str, Path]] = {slot: {} for slot in range(slots)}
+        settings = {"unified": {"pids.max": str(limits.processes), "memory.max": str(limits.memory_bytes + (256 << 20))},
+                    "pids": {"pids.max": str(limits.processes)},
+                    "memory": {"memory.limit_in_bytes": str(limits.memory_bytes + (256 << 20))}}
+        for controller, parent in _own_cgroup_parents().items():
+            run = parent / self.name
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return left
+                run.mkdir(parents=False)
+                if controller == "unified":
+                    (run / "cgroup.subtree_control").write_text("+pids +memory")
+                for slot in range(slots):
+                    directory = run / f"slot{slot}"
+                    directory.mkdir()
+                    for key, value in settings[controller].items():
+                        (directory / key).write_text(value)
+                    self.slots[slot][controller] = directory
+                self.runs[controller] = run
+            except OSError:
+                for slot in range(slots):
+                    self.slots[slot].pop(controller, None)
+                self._remove(run)
+        self.controllers = sorted(self.runs)
+
+    @staticmethod
+    def _remove(run: Path, patience: float = 10.0) -> None:
+        """Kill what is left, wait until the killed processes are gone (reaped by their new parent), remove."""
+        deadline = time.monotonic() + patience
+        for directory in [*sorted(run.glob("slot*")), run]:
+            while True:
+                _kill_cgroup(directory)
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        logger.warning("cannot remove cgroup %s: processes are still in it", directory)
+                        break
+                    time.sleep(0.01)
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            self._remove(run)
+        self.runs = {}
 
 
-class SandboxProcess:
-    """One sandboxed bootstrap: request/response over its stdin/stdout, with deadlines."""
+# ---------------------------------------------------------------- the check channel
 
-    def __init__(self, command: list[str], env: dict[str, str], limits: Limits, cgroups: dict[str, Path]) -> None:
-        self.limits = limits
-        self.cgroups = cgroups
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            close_fds=True, start_new_session=True, cwd="/",
-        )
+
+class CheckChannel:
+    """The judge's end of one check: newline-delimited JSON over a stream socket, every send and receive
+    bounded by the deadline, every message by size and depth. Any malformed input raises
+    :class:`ProtocolError`; the end of the check's process raises :class:`SandboxDied` with its status."""
+
+    def __init__(self, sock: socket.socket, zygote: Zygote, limits: Limits) -> None:
+        self.sock, self.zygote, self.limits = sock, zygote, limits
+        sock.setblocking(False)
         self._buffer = b""
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self.process.stdout, selectors.EVENT_READ)
-        self.started = time.monotonic()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def _wait(self, events: int, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SandboxTimeout
+        self._selector.register(self.sock, events)
         try:
-            self.process.stdin.write(json.dumps(message).encode() + b"\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise SandboxDied(self.process.poll(), "while sending") from None
+            ready = self._selector.select(timeout=remaining)
+        finally:
+            self._selector.unregister(self.sock)
+        if not ready and time.monotonic() >= deadline:
+            raise SandboxTimeout
+
+    def _died(self, detail: str) -> SandboxDied:
+        return SandboxDied(self.zygote.end_check(), detail)
+
+    def send(self, message: dict[str, Any], deadline: float) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        while data:
+            try:
+                data = data[self.sock.send(data) :]
+            except BlockingIOError:
+                self._wait(selectors.EVENT_WRITE, deadline)
+            except OSError:
+                raise self._died("while sending") from None
 
     def receive(self, deadline: float) -> dict[str, Any]:
         while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SandboxTimeout
-            if not self._selector.select(timeout=remaining):
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                self._wait(selectors.EVENT_READ, deadline)
                 continue
-            chunk = os.read(self.process.stdout.fileno(), 1 << 16)
+            except OSError:
+                chunk = b""
             if not chunk:
-                try:
-                    code = self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    code = None
-                raise SandboxDied(code)
+                raise self._died("while receiving")
             self._buffer += chunk
             if len(self._buffer) > self.limits.response_bytes:
                 raise ResponseTooLarge
         line, self._buffer = self._buffer.split(b"\n", 1)
-        try:
-            message = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return {"error": "protocol", "message": "unreadable response"}
-        return message if isinstance(message, dict) else {"error": "protocol", "message": "response is not an object"}
+        return parse_message(line)
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
-        self.send(message)
+        self.send(message, deadline)
         return self.receive(deadline)
+
+    def close(self) -> None:
+        self._selector.close()
+        self.sock.close()
+
+
+def _depth(text: bytes) -> int:
+    """Deepest bracket nesting of a JSON text (brackets inside strings included: an upper bound)."""
+    depth = deepest = 0
+    for byte in text.translate(None, b'"\\:,0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ -.+\n'):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def parse_message(line: bytes) -> dict[str, Any]:
+    if _depth(line) > MAX_MESSAGE_DEPTH:
+        raise ProtocolError(f"message nested deeper than {MAX_MESSAGE_DEPTH} levels")
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ProtocolError(f"unreadable message ({type(error).__name__})") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not an object")
+    return message
+
+
+# ---------------------------------------------------------------- zygotes
+
+
+class Zygote:
+    """One sandboxed bootstrap serving a worker slot, one check at a time (see module docstring)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], setup: dict[str, Any], limits: Limits,
+                 cgroups: dict[str, Path], scratch: Path | None) -> None:
+        self.limits, self.cgroups, self.scratch = limits, cgroups, scratch
+        self.control, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [*command, str(inside.fileno())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, env=env, pass_fds=[inside.fileno()], start_new_session=True, cwd="/",
+            )
+        except OSError as error:
+            self.control.close()
+            raise SandboxStartError(f"cannot start the sandbox: {error}") from None
+        finally:
+            inside.close()
+        self._status: int | None = None
+        self._in_check = False
+        try:
+            self._send(setup)
+            self.ready = self._receive(time.monotonic() + CONTROL_TIMEOUT)
+        except SandboxStartError as error:
+            detail = self.stderr_tail()
+            self.kill()
+            raise SandboxStartError(f"sandbox did not start ({error}): {detail[-800:]}") from None
+        if not self.ready.get("ready"):
+            self.kill()
+            raise SandboxStartError(f"sandbox bootstrap answered {self.ready!r}")
+
+    def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        try:
+            socket.send_fds(self.control, [json.dumps(message).encode()], fds or [])
+        except OSError as error:
+            raise SandboxStartError(f"the sandbox's control socket failed: {error}") from None
+
+    def _receive(self, deadline: float) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        self.control.settimeout(max(remaining, 0.001))
+        try:
+            data = self.control.recv(1 << 16)
+        except (OSError, socket.timeout) as error:
+            raise SandboxStartError(f"no answer from the sandbox ({type(error).__name__})") from None
+        if not data:
+            raise SandboxStartError(f"the sandbox ended (exit code {self.process.poll()})")
+        try:
+            return parse_message(data)
+        except ProtocolError as error:
+            raise SandboxStartError(str(error)) from None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def begin_check(self) -> CheckChannel:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._send({"op": "check"}, [theirs.fileno()])
+        finally:
+            theirs.close()
+        self._status, self._in_check = None, True
+        return CheckChannel(ours, self, self.limits)
+
+    def end_check(self) -> int | None:
+        """Kill and clean what the check left; the wait status of its process (None if unknown). Idempotent
+        within a check. A zygote that cannot clean up is killed (the runner starts another)."""
+        if not self._in_check:
+            return self._status
+        self._in_check = False
+        try:
+            self._send({"op": "end"})
+            answer = self._receive(time.monotonic() + CONTROL_TIMEOUT)
+            self._status = answer.get("status") if isinstance(answer.get("status"), int) else None
+            if not answer.get("clean"):
+                raise SandboxStartError(f"cleaning up failed: {answer!r}")
+        except SandboxStartError as error:
+            logger.warning("sandbox slot restarts: %s", error)
+            self.kill()
+        return self._status
 
     def stderr_tail(self) -> str:
         try:
@@ -221,7 +421,7 @@ class SandboxProcess:
             return ""
 
     def kill(self) -> None:
-        """End the whole tree: the PID namespace dies with its init; cgroups are swept as well."""
+        """End the whole tree: the PID namespace dies with its init; the slot's cgroups are swept as well."""
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -231,17 +431,19 @@ class SandboxProcess:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        _sweep(self.cgroups)
-        self._selector.close()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+        for directory in self.cgroups.values():
+            _kill_cgroup(directory)
+        for handle in (self.control, self.process.stderr):
             try:
-                stream.close()
+                handle.close()
             except OSError:
                 pass
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class Sandbox:
-    """Builds sandboxed bootstrap processes for worker slots (see module docstring)."""
+    """Probes the layers, then builds one zygote per worker slot on demand (see module docstring)."""
 
     def __init__(self, mode: SandboxMode = "auto", limits: Limits | None = None, workers: int | None = None) -> None:
         if mode not in ("auto", "strict", "none"):
@@ -251,35 +453,29 @@ class Sandbox:
         self.workers = workers or os.cpu_count() or 1
         self.is_root = os.geteuid() == 0
         self.layers = Layers()
-        # two cgroup generations per slot: a slot's spare sandbox starts while the previous one still
-        # runs, and sweeping the finished one must not kill the spare
-        self._slot_cgroups: dict[tuple[int, int], dict[str, Path]] = {}
-        self._generation: dict[int, int] = {}
+        self.uid_base = _free_uid_block(self.workers) if self.is_root and mode != "none" else None
+        self.cgroups = RunCgroups(self.workers, self.limits) if mode != "none" else None
+        self._closed = threading.Event()
+        atexit.register(self.close)
         self._probe()
         if self.layers.notes:
             logger.warning(self.layers.describe())
         else:
             logger.info(self.layers.describe())
         if mode == "strict" and not self.layers.complete:
+            self.close()
             raise SandboxUnavailable(f"strict sandbox mode, but not every layer is active: {self.layers.describe()}")
+
+    def uid(self, slot: int) -> int | None:
+        return None if self.uid_base is None else self.uid_base + slot
 
     # ---------------------------------------------------------------- commands
     def _env(self) -> dict[str, str]:
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def _prlimit(self) -> list[str]:
-        tool = shutil.which("prlimit")
-        if tool is None:
-            return []
-        limits = self.limits
-        values = {"as": limits.memory_bytes, "fsize": limits.file_bytes, "nproc": limits.processes,
-                  "nofile": limits.open_files, "stack": limits.stack_bytes, "core": 0}
-        # CPU: SIGXCPU at the soft limit (reported as a timeout), SIGKILL one second later at the hard one
-        cpu = [f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}"]
-        return [tool, *cpu] + [f"--{name}={value}:{value}" for name, value in values.items()] + ["--"]
-
-    def _python(self) -> list[str]:
-        return [sys.executable, "-I", "/sandbox/bootstrap.py" if self.layers.namespaces == "bwrap" else str(BOOTSTRAP)]
+    @staticmethod
+    def _python(namespaces: str) -> list[str]:
+        return [sys.executable, "-I", "/sandbox/bootstrap.py" if namespaces == "bwrap" else str(BOOTSTRAP)]
 
     def _bwrap(self) -> list[str]:
         """bubblewrap applies its mounts in order: the private tmpfs mounts come FIRST, so that an interpreter
@@ -290,7 +486,10 @@ class Sandbox:
             shutil.which("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
         ]
-        if not self.is_root:
+        if self.is_root:  # the zygote keeps only what it needs: become the check's uid, end the check's processes
+            command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                        "--cap-add", "CAP_KILL"]
+        else:
             command.append("--unshare-user")
         scratch = str(self.limits.scratch_bytes)
         command += ["--proc", "/proc", "--dev", "/dev",
@@ -311,113 +510,118 @@ class Sandbox:
             command += ["--setenv", key, value]
         return command + ["--"]
 
-    def _unshare(self) -> list[str]:
+    def _unshare(self, slot: int) -> list[str]:
         command = [shutil.which("unshare") or "unshare", "--fork", "--pid", "--mount-proc", "--net", "--ipc", "--uts",
                    "--kill-child"]
         if not self.is_root:
-            command.append("--map-root-user")
-        return command + ["--"]
+            return command + ["--map-root-user", "--"]
+        uid = self.uid(slot)  # the zygote runs as the slot's uid (it is PID 1: its checks cannot signal it)
+        return command + ["--", shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
+                          "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
-    def _drop_uid(self, slot: int) -> list[str]:
-        uid = BASE_UID + slot
-        return [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-
-    def command(self, slot: int, cgroups: dict[str, Path]) -> list[str]:
-        namespaces = self.layers.namespaces
+    def command(self, slot: int, namespaces: str) -> list[str]:
+        cgroups = self.cgroups.slots[slot] if self.cgroups else {}
         prefix: list[str] = []
         if cgroups:
             joins = "; ".join(f'echo $$ > "{d}/cgroup.procs"' for d in cgroups.values())
             prefix = ["/bin/sh", "-c", f'{joins}; exec "$@"', "sh"]
-        if self.mode == "none":
-            return prefix + self._python()
-        command = prefix + self._prlimit()
         if namespaces == "bwrap":
-            command += self._bwrap()
+            prefix += self._bwrap()
         elif namespaces == "unshare":
-            command += self._unshare()
-        if self.is_root and shutil.which("setpriv"):
-            command += self._drop_uid(slot)
-        return command + self._python()
+            prefix += self._unshare(slot)
+        return prefix + self._python(namespaces)
+
+    def _setup(self, slot: int, namespaces: str, scratch: Path | None) -> dict[str, Any]:
+        """What the zygote needs: limits, the checks' uid, where checks work and what may be wiped after them."""
+        uid = self.uid(slot) if namespaces == "bwrap" else None  # unshare: the zygote already runs as it
+        dedicated = self.uid(slot) if namespaces in ("bwrap", "unshare") else None
+        if namespaces == "bwrap":  # private mounts
+            work, wipe, sweep = "/tmp", ["/tmp", "/dev/shm"], []
+        else:  # the host's file system: a scratch directory of the slot, and what the check's uid left elsewhere
+            work, wipe, sweep = str(scratch), [str(scratch)], [tempfile.gettempdir(), "/dev/shm", "/var/tmp"]
+        return {"op": "setup", "seccomp": self.mode != "none", "limits": self.limits.rlimits(), "uid": uid,
+                "dedicated_uid": dedicated, "scratch": work, "wipe": wipe, "sweep": sweep,
+                "pid_namespace": namespaces in ("bwrap", "unshare")}
+
+    # ---------------------------------------------------------------- zygotes
+    def start(self, slot: int, namespaces: str | None = None) -> Zygote:
+        """A zygote for ``slot``, ready for checks."""
+        namespaces = namespaces or self.layers.namespaces
+        if self.mode == "none":
+            logger.warning("sandbox mode=none: running model code WITHOUT isolation (debugging only)")
+        scratch = None
+        if namespaces != "bwrap":
+            scratch = Path(tempfile.mkdtemp(prefix="lm_eval_moe_sandbox_"))
+            if self.uid_base is not None and namespaces == "unshare":
+                os.chown(scratch, self.uid(slot), self.uid(slot))
+        try:
+            return Zygote(self.command(slot, namespaces), self._env(), self._setup(slot, namespaces, scratch),
+                          self.limits, self.cgroups.slots[slot] if self.cgroups else {}, scratch)
+        except SandboxStartError:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
 
     # ---------------------------------------------------------------- probing
-    def _try(self, namespaces: str) -> dict[str, Any] | None:
-        previous = self.layers.namespaces
-        self.layers.namespaces = namespaces
+    def _try(self, namespaces: str) -> dict[str, Any]:
+        """Start a zygote with these namespaces and serve one probe check; its ready messages."""
+        zygote = self.start(0, namespaces)
         try:
-            process = self.start(0, check=False)
-        except SandboxStartError:
-            self.layers.namespaces = previous
-            return None
-        try:
-            ready = process.request({"op": "load", "mode": "function", "source": "import os\nuid = os.getuid\n"},
-                                    time.monotonic() + 20)
-            ready = {**process.ready, "load": ready}
-        except (SandboxDied, SandboxTimeout, ResponseTooLarge):
-            self.layers.namespaces = previous
-            return None
+            channel = zygote.begin_check()
+            try:
+                ready = channel.receive(time.monotonic() + CONTROL_TIMEOUT)
+            except (SandboxDied, SandboxTimeout, ResponseTooLarge, ProtocolError) as error:
+                raise SandboxStartError(f"the probe check failed: {error}") from None
+            finally:
+                channel.close()
+                zygote.end_check()
+            return {**zygote.ready, "check": ready}
         finally:
-            process.kill()
-        return ready
+            zygote.kill()
 
     def _probe(self) -> None:
         layers = self.layers
         if self.mode == "none":
+            layers.rlimits = True
             layers.notes.append("mode=none: NO ISOLATION (debugging only)")
+            self._try("none")
             return
-        for slot in range(self.workers):
-            for generation in (0, 1):
-                dirs = _cgroup_dirs(f"slot{slot}g{generation}")
-                active = _configure_cgroups(dirs, self.limits)
-                self._slot_cgroups[(slot, generation)] = {name: dirs[name] for name in active}
-                if slot == 0 and generation == 0:
-                    layers.cgroups = active
-        layers.rlimits = bool(self._prlimit())
-        if not layers.rlimits:
-            layers.notes.append("prlimit (util-linux) missing: no CPU/memory/process limits")
-        ready = self._try("bwrap") if shutil.which("bwrap") else None
-        if ready is None:
-            layers.notes.append("bubblewrap unavailable or refused: install the Debian package 'bubblewrap'")
-            ready = self._try("unshare") if shutil.which("unshare") else None
-            if ready is not None:
-                layers.notes.append("fallback unshare: PID/network isolated, file system NOT isolated")
-        if ready is None:
-            layers.namespaces = "none"
-            layers.notes.append("no namespaces: network, processes and files are NOT isolated")
+        layers.cgroups = self.cgroups.controllers
+        if not layers.cgroups:
+            layers.notes.append("cgroups not writable: no per-slot process and memory limits")
+        for tool in ("bwrap", "unshare"):
+            if shutil.which(tool):
+                try:
+                    ready = self._try(tool)
+                except SandboxStartError as error:
+                    self.close()
+                    raise SandboxUnavailable(
+                        f"{tool} is installed but the sandbox fails with it: {error}. Fix it (e.g. enable user "
+                        "namespaces), or run with LM_EVAL_MOE_SANDBOX=none to debug without isolation") from None
+                layers.namespaces = tool
+                break
+            layers.notes.append(f"{tool} not installed" + (": install the Debian package 'bubblewrap'"
+                                                           if tool == "bwrap" else ""))
+        else:
             ready = self._try("none")
-        if ready is None:
-            raise SandboxUnavailable("cannot start even an unisolated sandboxed interpreter")
-        layers.seccomp = bool(ready.get("seccomp"))
+            layers.notes.append("no namespaces: network, processes and files are NOT isolated")
+        if layers.namespaces == "unshare":
+            layers.notes.append("fallback unshare: PID/network isolated, file system NOT isolated (verdicts forgeable)")
+        layers.seccomp = bool(ready["check"].get("seccomp"))
         if not layers.seccomp:
-            layers.notes.append(str(ready.get("seccomp_error") or "seccomp unavailable"))
-        layers.uid_drop = self.is_root and ready.get("uid", 0) != 0
+            error = str(ready["check"].get("seccomp_error") or "seccomp inactive")
+            if "unsupported architecture" not in error:
+                self.close()
+                raise SandboxUnavailable(f"seccomp is supported here but failed: {error}")
+            layers.notes.append(error)
+        layers.uid_drop = self.is_root and ready["check"].get("uid", 0) != 0
         if self.is_root and not layers.uid_drop:
             layers.notes.append("running as root without a uid drop: rlimits do not bind")
 
-    # ---------------------------------------------------------------- processes
-    def start(self, slot: int, check: bool = True) -> SandboxProcess:
-        """A sandbox whose bootstrap is up and waiting for ``load``."""
-        if self.mode == "none":
-            logger.warning("sandbox mode=none: running model code WITHOUT isolation (debugging only)")
-        generation = self._generation.get(slot, 1) ^ 1
-        self._generation[slot] = generation
-        cgroups = self._slot_cgroups.get((slot, generation), {})
-        try:
-            process = SandboxProcess(self.command(slot, cgroups), self._env(), self.limits, cgroups)
-        except OSError as error:
-            raise SandboxStartError(f"cannot start the sandbox: {error}") from None
-        try:
-            process.send({"op": "setup", "seccomp": self.mode != "none"})
-            ready = process.receive(time.monotonic() + 30)
-        except (SandboxDied, SandboxTimeout, ResponseTooLarge) as error:
-            detail = process.stderr_tail()
-            process.kill()
-            raise SandboxStartError(f"sandbox did not start ({error}): {detail[-500:]}") from None
-        if not ready.get("ready"):
-            process.kill()
-            raise SandboxStartError(f"sandbox bootstrap answered {ready!r}")
-        if check and self.mode != "none" and self.layers.seccomp and not ready.get("seccomp"):
-            process.kill()
-            raise SandboxStartError(f"seccomp failed in this sandbox: {ready.get('seccomp_error')}")
-        process.ready = ready  # type: ignore[attr-defined]
-        return process
+    def close(self) -> None:
+        """Remove this run's cgroups (idempotent; also at interpreter exit)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self.cgroups is not None:
+            self.cgroups.close()
