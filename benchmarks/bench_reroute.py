@@ -16,7 +16,7 @@ from collections import defaultdict
 import torch
 
 from lm_eval_moe.generation import SamplingConfig
-from lm_eval_moe.reroute import RerouteConfig, Rerouter
+from lm_eval_moe.reroute import RerouteSettings, Rerouter
 
 from _common import benchmark_policy
 
@@ -36,7 +36,7 @@ def main() -> None:
     eos = {-1}  # never stop early: every run generates exactly --new-tokens
 
     def run(steps: int):
-        rerouter = Rerouter(model, tok, moe, cost_model, RerouteConfig(steps=steps, interval=args.interval))
+        rerouter = Rerouter(model, tok, moe, cost_model, RerouteSettings(steps=steps, interval=args.interval))
         spent: dict[str, float] = defaultdict(float)
         for name in ("optimise", "_decode_block"):
             original = getattr(rerouter, name)

@@ -22,6 +22,7 @@ import time
 import torch
 
 from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
+from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.testing import save_tiny_prm
@@ -57,7 +58,10 @@ def main() -> None:
     counts = [(k,) * layers for k in (2, 4, 6, 8)]
 
     def engine(mode: str = "reuse") -> StepEngine:
-        return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+        return StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+
+    def context(count: int = 1) -> BatchContext:
+        return BatchContext.for_problems(range(count), cost_model)
 
     prompt = tuple(tok.encode("Solve step by step: a train leaves at 3pm at 60 km/h; when does it arrive 150 km away?"))
 
@@ -67,14 +71,14 @@ def main() -> None:
     def first_round(eng: StepEngine, group: list[tuple[int, ...]]):
         root = root_node(0, prompt, group[0])
         return eng.expand([Expansion(root, s, args.step_tokens, expert_count=k) for s, k in enumerate(
-            [k for k in group for _ in range(per_k)])])
+            [k for k in group for _ in range(per_k)])], context())
 
     def timed_second_round(groups: list[list[tuple[int, ...]]]) -> float:
         engines = [engine() for _ in groups]
         frontiers = [first_round(e, g) for e, g in zip(engines, groups)]
         start = time.perf_counter()
         for eng, frontier in zip(engines, frontiers):
-            eng.expand([Expansion(node, 1000 + i, args.step_tokens) for i, node in enumerate(frontier)])
+            eng.expand([Expansion(node, 1000 + i, args.step_tokens) for i, node in enumerate(frontier)], context())
         return time.perf_counter() - start
 
     mixed = statistics.median(timed_second_round([counts]) for _ in range(args.repeats))
@@ -92,7 +96,8 @@ def main() -> None:
 
     def search(name: str, mode: str, cfg: SearchConfig):
         def go():
-            outcome[(name, mode)] = run_search(STRATEGIES[name], problems, cfg, engine(mode), verifier)
+            outcome[(name, mode)] = run_search(STRATEGIES[name], problems, cfg, engine(mode), verifier,
+                                               context(len(problems)))
         return go
 
     reuse = _median_seconds(search("des", "reuse", config), args.repeats)

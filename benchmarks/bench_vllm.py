@@ -33,6 +33,7 @@ def main() -> None:
 
     from lm_eval_moe.cost import CostModel
     from lm_eval_moe.generation import SamplingConfig, StepEngine
+    from lm_eval_moe.generation.batch import BatchContext
     from lm_eval_moe.generation.nodes import Expansion, root_node
     from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine, VLLMStepEngine
     from lm_eval_moe.moe import attach
@@ -60,17 +61,17 @@ def main() -> None:
             expansions = [Expansion(node, seed=0, max_new_tokens=args.step_tokens, stop_at_delimiter=False,
                                     expert_count=(counts[slot % args.paths],) * 4)
                           for slot, node in enumerate(frontier)]
-            frontier = engine.expand(expansions)
+            frontier = engine.expand(expansions, BatchContext.for_problems(range(len(prompts)), cost_model))
             generated += sum(len(c.token_ids) - len(e.parent.token_ids) for c, e in zip(frontier, expansions))
             texts.append([c.token_ids for c in frontier])
         return time.perf_counter() - start, generated, texts
 
-    hf_engine = StepEngine(model, tokenizer, moe, cost_model, sampling)
+    hf_engine = StepEngine(model, tokenizer, moe, sampling)
     hf_seconds, hf_tokens, hf_texts = rounds(hf_engine)
     vllm_engine = VLLMStepEngine(
         VLLMExpertEngine(str(path), max(counts), dtype="float32", max_model_len=1024,
                          gpu_memory_utilization=0.3 if args.device == "cpu" else 0.5),
-        tokenizer, cost_model, sampling, eos_ids=(EOS_ID,))
+        tokenizer, sampling, eos_ids=(EOS_ID,))
     rounds(vllm_engine)  # warm-up: vLLM compiles nothing (eager) but allocates on first use
     vllm_seconds, vllm_tokens, vllm_texts = rounds(vllm_engine)
     same = sum(a == b for round_a, round_b in zip(hf_texts, vllm_texts) for a, b in zip(round_a, round_b))

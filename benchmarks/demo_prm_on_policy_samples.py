@@ -18,7 +18,8 @@ from collections import Counter
 
 import torch
 
-from lm_eval_moe.demo import MODELS_DIR, resolve_model_name
+from lm_eval_moe.checkpoints import resolve_checkpoint
+from lm_eval_moe.demo import MODELS_DIR
 from lm_eval_moe.demo.arith import problems, step_results
 from lm_eval_moe.demo.train import DIFFICULTY, auc, solve
 from lm_eval_moe.scoring import check_numeric
@@ -45,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
-    policy = AutoModelForCausalLM.from_pretrained(resolve_model_name("tiny-arith-moe"), dtype=torch.float32)
-    path = resolve_model_name("tiny-arith-prm")
+    policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
+    path = resolve_checkpoint("tiny-arith-prm")
     prm = RLHFlowPRM(AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)),
                      AutoTokenizer.from_pretrained(path), batch_size=32)
     seed = json.loads((MODELS_DIR / "training_log.json").read_text())["seed"]

@@ -108,19 +108,95 @@ class Cost:
     extra_backward_tokens: int = 0
     extra_flops: float = 0.0  # rerouting: optimisation forward + backward
 
-    def add_forward(self, model: CostModel, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> None:
-        """Account the compute of ``new_tokens`` processed after ``past_tokens`` cached ones."""
-        routed, shared = model.expert_tokens(new_tokens, expert_counts)
-        self.routed_expert_tokens += routed
-        self.shared_expert_tokens += shared
-        self.flops += model.forward_flops(new_tokens, past_tokens, expert_counts)
-
     def add(self, other: Cost) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class CostLedger:
+    """The cost of one request, charged where the work is done. Engines, the rerouter and the model classes
+    report what they compute through these methods only, so each rule of who pays for a token lives here:
+
+    * a prompt is counted once, by the read that first makes it ready (:meth:`read_prefix`);
+    * tokens a cache no longer holds and that are read again are ``reprocessed_tokens``;
+    * a sampled token costs a forward only when it is fed back (:meth:`feed`): the last token a sequence
+      samples is never fed (:meth:`decoded` for engines that generate a whole call at once);
+    * work done for the method beyond generation (rerouting's optimisation, C3PO's embedding, re-reading a
+      context after a router update) is ``extra_*``, apart from the generation cost.
+    """
+
+    def __init__(self, model: CostModel) -> None:
+        self.model = model
+        self.cost = Cost()
+
+    def _forward(self, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> None:
+        routed, shared = self.model.expert_tokens(new_tokens, expert_counts)
+        self.cost.routed_expert_tokens += routed
+        self.cost.shared_expert_tokens += shared
+        self.cost.flops += self.model.forward_flops(new_tokens, past_tokens, expert_counts)
+
+    def read_prefix(self, length: int, expert_counts: Sequence[int], *, first: bool, cached: int = 0,
+                    pending: int = 0) -> None:
+        """A prefix of ``length`` tokens made ready for generation: ``cached`` come from a cache (free), the last
+        ``pending`` are fed later by a decoding loop (charged by :meth:`feed`). The first read of a request's
+        prompt counts it as prompt tokens; any other read counts what it computes as re-read."""
+        computed = length - cached - pending
+        if first:
+            self.cost.prompt_tokens += length - cached
+        else:
+            self.cost.reprocessed_tokens += computed
+        self._forward(computed, cached, expert_counts)
+
+    def feed(self, position: int, expert_counts: Sequence[int]) -> None:
+        """A token fed to the model at ``position`` (a decoding step)."""
+        self._forward(1, position, expert_counts)
+
+    def sampled(self, tokens: int = 1) -> None:
+        self.cost.generated_tokens += tokens
+
+    def decoded(self, tokens: int, start: int, expert_counts: Sequence[int]) -> None:
+        """``tokens`` sampled in one call after a prefix of ``start`` tokens; all but the last were fed."""
+        self.sampled(tokens)
+        for position in range(start, start + max(tokens - 1, 0)):
+            self.feed(position, expert_counts)
+
+    def generation(self, prompt: int, generated: int, expert_counts: Sequence[int]) -> None:
+        """A whole plain generation (transformers' ``generate``): the prompt and every sampled token but the
+        last go through the model, as one block from position 0."""
+        self.cost.prompt_tokens += prompt
+        self.sampled(generated)
+        self._forward(prompt + max(generated - 1, 0), 0, expert_counts)
+
+    def verified(self, tokens: int) -> None:
+        """Tokens the verifier read to score this request's candidates."""
+        self.cost.verifier_tokens += tokens
+
+    def extra_forward(self, tokens: int, expert_counts: Sequence[int]) -> None:
+        """A forward pass the method adds to generation (C3PO's embedding of the prompt)."""
+        self.cost.extra_forward_tokens += tokens
+        self.cost.extra_flops += self.model.forward_flops(tokens, 0, expert_counts)
+
+    def optimisation_step(self, tokens: int, backward_tokens: int, expert_counts: Sequence[int]) -> None:
+        """One forward and backward over a context of ``tokens`` (rerouting's Phase 1), the backward costed
+        at ``BACKWARD_FLOPS_FACTOR`` times the forward."""
+        self.cost.extra_forward_tokens += tokens
+        self.cost.extra_backward_tokens += backward_tokens
+        self.cost.extra_flops += self.model.forward_flops(tokens, 0, expert_counts) * (1 + BACKWARD_FLOPS_FACTOR)
+
+    def reread_after_update(self, tokens: int, expert_counts: Sequence[int]) -> None:
+        """A context of ``tokens`` read again after the router changed (its cache is stale). Its last token was
+        sampled but never fed: plain decoding pays that forward too, so it is charged to decoding; only the
+        re-read of the tokens before it is the update's overhead."""
+        self.feed(tokens - 1, expert_counts)
+        self.cost.extra_forward_tokens += tokens - 1
+        self.cost.extra_flops += (self.model.forward_flops(tokens, 0, expert_counts)
+                                  - self.model.forward_flops(1, tokens - 1, expert_counts))
+
+    def add(self, other: CostLedger) -> None:
+        self.cost.add(other.cost)
 
 
 @dataclass

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from lm_eval_moe.demo.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, byte_tokenizer  # noqa: F401 (re-exported)
+
 #: Per-family config keywords for a tiny model (on top of :data:`COMMON`).
 TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "olmoe": dict(num_experts=8, num_experts_per_tok=2),
@@ -74,40 +76,6 @@ COMMON: dict[str, Any] = dict(
     hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
     max_position_embeddings=1024,
 )
-
-#: Byte-level tokenizer: ids 0..3 special, 4..259 the 256 bytes.
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-
-
-def byte_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
-    """A byte-level tokenizer (no merges) that encodes any text and decodes it back exactly."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
-    byte_symbols.sort(key=lambda s: ord(s))
-    specials = list(SPECIAL_TOKENS) + list(extra_special_tokens)
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    # extra tokens come after the bytes, so every byte keeps its id: a model trained with the plain
-    # tokenizer can be fine-tuned with added turn markers (its embeddings still line up)
-    for symbol in [*byte_symbols, *extra_special_tokens]:
-        vocab[symbol] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(specials)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-        additional_special_tokens=list(extra_special_tokens) or None,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
 
 QWEN_PRM_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

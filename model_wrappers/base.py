@@ -1,29 +1,44 @@
 """Shared base of our lm-eval model classes: an HFLM whose MoE routing is under run-time control.
 
 Subclassing lm-eval's ``HFLM`` keeps everything users rely on (chat templates, batching, dtype,
-``device_map``/``parallelize``, data parallel under ``accelerate launch``, ``trust_remote_code``,
-peft). This base adds the Dynamic MoE handle, the cost model, run totals in ``get_model_info()``
-and a guard against lm-eval's request cache, which ignores model args (docs/LM_EVAL.md).
+``device_map``/``parallelize``, data parallel under ``accelerate launch``, ``trust_remote_code``, peft).
+Before any checkpoint is opened, the model args are split into the method's settings object (each class
+names its ``settings_type``; parsed and validated by the method's own module) and HFLM's own arguments;
+an unknown arg, a bad value or a misspelt shipped checkpoint name stops here, naming what is allowed.
+Then the model's config (not its weights) is checked: a supported MoE family, every k in range. This
+base then adds the Dynamic MoE handle, the cost model, the EOS rule, run totals in ``get_model_info()`` and
+a guard against lm-eval's request cache, which ignores model args (docs/LM_EVAL.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections import Counter
 from typing import Any
 
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
+from lm_eval_moe.checkpoints import resolve_checkpoint
 from lm_eval_moe.cost import CostModel, RunTotals
-from lm_eval_moe.demo import resolve_model_name
 from lm_eval_moe.generation import eos_token_ids
+from lm_eval_moe.model_args import ModelArgError, arg_names, parse_bool, refuse_unknown
 from lm_eval_moe.moe import attach
+from lm_eval_moe.moe.settings import RoutingSettings, check_expert_counts
 from lm_eval_moe.response import PADDING, MoEResponse
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_bool, parse_expert_count, parse_int, parse_renormalize
 
 logger = logging.getLogger(__name__)
+
+#: arguments HFLM passes on to ``from_pretrained`` that users set through --model_args
+FROM_PRETRAINED_ARGS = (
+    "attn_implementation", "experts_implementation", "low_cpu_mem_usage", "use_safetensors", "variant",
+    "cache_dir", "local_files_only", "token", "device_map", "max_memory", "quantization_config", "load_in_4bit",
+    "load_in_8bit", "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
+)
+HFLM_ARGS = tuple(name for name in inspect.signature(HFLM.__init__).parameters if name not in ("self", "kwargs"))
 
 
 def request_seed(seed: int, request: Instance, repeat: int) -> int:
@@ -55,55 +70,72 @@ def padding_mask(requests: list[Instance]) -> list[bool]:
 
 
 class MoEHFLMBase(HFLM):
-    """HFLM + Dynamic MoE. Model args: ``expert_count`` (int, per-layer ``4:4:6:6`` or JSON list;
-    default: the model's k), ``renormalize`` (model|true|false), ``allow_request_cache`` (false)."""
+    """HFLM + Dynamic MoE; subclasses name their settings object and generate in :meth:`_generate`."""
 
     model_name = "moe_hf"
+    settings_type: type = RoutingSettings
+    #: generation kwargs a class honours beyond until / max_gen_toks (None: everything transformers takes)
+    supported_gen_kwargs: frozenset[str] | None = None
 
-    def __init__(
-        self,
-        pretrained: Any,
-        expert_count: Any = None,
-        renormalize: Any = "model",
-        allow_request_cache: Any = False,
-        **kwargs: Any,
-    ) -> None:
-        expert_count = parse_expert_count(expert_count)
-        renormalize_setting = parse_renormalize(renormalize)
-        self._allow_request_cache = parse_bool("allow_request_cache", allow_request_cache)
-        if "tokenizer" in kwargs:
-            kwargs["tokenizer"] = resolve_model_name(kwargs["tokenizer"])
-        super().__init__(pretrained=resolve_model_name(pretrained), **kwargs)
+    def __init__(self, pretrained: Any, **model_args: Any) -> None:
+        args = dict(model_args)
+        refuse_unknown(args, self.accepted_model_args(), self.model_name)
+        self._allow_request_cache = parse_bool("allow_request_cache", args.pop("allow_request_cache", False))
+        self.method_settings = self._take_settings(args)
+        pretrained = self.checkpoint = resolve_checkpoint(pretrained)
+        if "tokenizer" in args:
+            args["tokenizer"] = resolve_checkpoint(args["tokenizer"], "tokenizer")
+        self._check_config(pretrained, args)
+        super().__init__(pretrained=pretrained, **args)
         self._enable_data_parallel()
-        self.moe = attach(self.model, renormalize=renormalize_setting)
-        self.moe.set_expert_count(expert_count)
+        routing: RoutingSettings = self.method_settings
+        self.moe = attach(self.model, renormalize=routing.renormalize)
+        self.moe.set_expert_count(routing.expert_count)
         self.cost_model = CostModel.from_model(self.model, self.moe)
+        self.eos_ids = eos_token_ids(self.eot_token_id, self.model.generation_config)
         self.totals = RunTotals()
-        logger.info(
-            "%s: %s, expert_count=%s (model default %s), renormalize=%s",
-            self.model_name,
-            self.moe.family.name,
-            self._describe_counts(self.moe.expert_counts),
-            self._describe_counts(self.moe.default_expert_counts),
-            "model rule" if renormalize_setting is None else renormalize_setting,
-        )
+        self.generation_settings: list[dict[str, Any]] = []  # the effective sampling of each kwargs group
+        logger.info("%s: %s, expert_count=%s (model default %s), renormalize=%s", self.model_name,
+                    self.moe.family.name, self._describe_counts(self.moe.expert_counts),
+                    self._describe_counts(self.moe.default_expert_counts),
+                    "model rule" if routing.renormalize is None else routing.renormalize)
 
-    def _vllm_engine(self, pretrained: Any, max_expert_count: int, seed: int, max_model_len: Any,
-                     gpu_memory_utilization: Any, tensor_parallel_size: Any):
-        """``backend=vllm``: one persistent vLLM engine loaded at ``max_expert_count`` (requests pick any k up
-        to it); the HF model stays loaded for the cost model and lm-eval's tokenizer handling."""
-        from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine
+    # ---------------------------------------------------------------- model args, before loading
+    def _take_settings(self, args: dict[str, Any]) -> Any:
+        """The class's settings object from the model args (its keys removed from ``args``)."""
+        from lm_eval_moe.model_args import take_settings
 
-        return VLLMExpertEngine(
-            resolve_model_name(pretrained), max_expert_count, dtype=str(self.model.dtype).removeprefix("torch."),
-            seed=seed, tensor_parallel_size=parse_int("vllm_tensor_parallel_size", tensor_parallel_size),
-            max_model_len=parse_int("vllm_max_model_len", max_model_len) if max_model_len is not None else None,
-            gpu_memory_utilization=float(gpu_memory_utilization) if gpu_memory_utilization is not None else None,
-        )
+        return take_settings(self.settings_type, args)
 
-    def _eos_ids(self) -> set[int]:
-        return eos_token_ids(self.eot_token_id, self.model.generation_config)
+    @classmethod
+    def accepted_model_args(cls) -> list[str]:
+        return [*cls.settings_arg_names(), "allow_request_cache", *HFLM_ARGS, *FROM_PRETRAINED_ARGS]
 
+    @classmethod
+    def settings_arg_names(cls) -> list[str]:
+        return arg_names(cls.settings_type)
+
+    def expert_counts_to_check(self) -> list[tuple[str, list[Any]]]:
+        """(model arg, its expert counts) to check against the model's config before loading."""
+        count = self.method_settings.expert_count
+        return [("expert_count", [count])] if count is not None else []
+
+    def _check_config(self, pretrained: Any, args: dict[str, Any]) -> None:
+        """A supported MoE family and every k in range, read from the config alone (no weights yet)."""
+        if not isinstance(pretrained, str):
+            return
+        from transformers import AutoConfig
+
+        from lm_eval_moe.moe.dynamic import config_family
+
+        config = AutoConfig.from_pretrained(pretrained, revision=args.get("revision", "main"),
+                                            trust_remote_code=bool(args.get("trust_remote_code", False)),
+                                            subfolder=args.get("subfolder") or "")
+        config_family(config)
+        for name, counts in self.expert_counts_to_check():
+            check_expert_counts(config, counts, name)
+
+    # ---------------------------------------------------------------- lm-eval plumbing
     def _enable_data_parallel(self) -> None:
         """HFLM shards requests over ``accelerate launch`` processes only when the machine has more than
         one GPU; on CPU (``accelerate launch --cpu``) or with several processes on one GPU every process
@@ -131,6 +163,25 @@ class MoEHFLMBase(HFLM):
                 "silently. Use one cache path per setting and pass allow_request_cache=true, or drop --use_cache."
             )
         super().set_cache_hook(cache_hook)
+
+    def request_kwargs(self, gen_kwargs: dict[str, Any]) -> tuple[list[str], int, dict[str, Any]]:
+        """(stop sequences, max new tokens, the other generation kwargs) of a request, with lm-eval's own
+        normalisation; a kwarg this class cannot honour is refused, naming it."""
+        kwargs = normalize_gen_kwargs(dict(gen_kwargs), self.max_gen_toks)
+        eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+        max_new = int(kwargs.pop("max_gen_toks"))
+        if self.supported_gen_kwargs is not None:
+            unsupported = sorted(set(kwargs) - self.supported_gen_kwargs)
+            if unsupported:
+                raise ModelArgError(f"generation kwargs {unsupported} are not supported by {self.model_name} "
+                                    f"(supported: until, max_gen_toks, {', '.join(sorted(self.supported_gen_kwargs))})")
+        return until, max_new, kwargs
+
+    def record_generation(self, effective: dict[str, Any]) -> None:
+        """Note an effective generation setting once (reported in ``results["config"]["lm_eval_moe"]``)."""
+        if effective not in self.generation_settings:
+            self.generation_settings.append(effective)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Subclasses generate in :meth:`_generate`; afterwards the run totals are summed over the ranks
@@ -167,6 +218,7 @@ class MoEHFLMBase(HFLM):
             "default_expert_count": self.moe.default_expert_counts,
             "expert_count": self.moe.expert_counts,
             "renormalize": "model" if self.moe.renormalize is None else self.moe.renormalize,
+            "generation": self.generation_settings,
         }
 
     def get_model_info(self) -> dict:

@@ -10,46 +10,49 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lm_eval_moe.cost import Cost
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_int
+from lm_eval_moe.cost import CostLedger
+from lm_eval_moe.generation.settings import PlainSettings
+from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 from lm_eval_moe.reroute.c3po import ReferenceSet, prompt_features
+from lm_eval_moe.reroute.settings import C3POSettings
+
+
+@dataclass(frozen=True)
+class C3POMethodSettings(PlainSettings, C3POSettings):
+    """``moe_c3po``: plain generation with the references' routing mixed in."""
 
 
 class MoEC3POLM(MoEHFLM):
     model_name = "moe_c3po"
+    settings_type = C3POMethodSettings
 
-    def __init__(self, pretrained: Any, references: str | None = None, alpha: Any = 0.5, neighbours: Any = 3,
-                 bandwidth: Any = 0.1, **kwargs: Any) -> None:
-        if not references:
-            raise ModelArgError("moe_c3po needs references=<file built by `lm-eval-moe c3po-build`>")
-        super().__init__(pretrained=pretrained, **kwargs)
-        self.references = ReferenceSet.load(references)
-        self.alpha = float(alpha)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ModelArgError(f"model arg alpha={alpha}: expected a mixing weight in [0, 1]")
-        self.neighbours = parse_int("neighbours", neighbours)
-        self.bandwidth = float(bandwidth)
+    def __init__(self, pretrained: Any, **model_args: Any) -> None:
+        super().__init__(pretrained=pretrained, **model_args)
+        settings: C3POSettings = self.method_settings
+        self.references = ReferenceSet.load(settings.references)
         if self.references.routing.shape[-1] != self.moe.num_experts or max(self.references.layers) >= self.moe.num_layers:
-            raise ModelArgError(f"references {references} were built for another model "
+            raise ModelArgError(f"references {settings.references} were built for another model "
                                 f"({self.references.metadata.get('model', 'unknown')})")
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "references": self.references.metadata, "alpha": self.alpha,
-                "neighbours": self.neighbours, "bandwidth": self.bandwidth, "mixed_layers": self.references.layers}
+        settings: C3POSettings = self.method_settings
+        return {**super().settings(), "references": self.references.metadata, "alpha": settings.alpha,
+                "neighbours": settings.neighbours, "bandwidth": settings.bandwidth, "mixed_layers": self.references.layers}
 
     @contextlib.contextmanager
-    def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, costs: list[Cost]) -> Iterator[None]:
+    def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor,
+                      ledgers: list[CostLedger]) -> Iterator[None]:
+        settings: C3POSettings = self.method_settings
         embeddings, _ = prompt_features(self.model, self.moe, context_enc, attn_masks, self.references.layers)
-        for row, cost in enumerate(costs):
-            tokens = int(attn_masks[row].sum())
-            cost.extra_forward_tokens += tokens
-            cost.extra_flops += self.cost_model.forward_flops(tokens, 0, self.moe.expert_counts)
-        target = self.references.neighbour_routing(embeddings, self.neighbours, self.bandwidth).to(context_enc.device)
+        for row, ledger in enumerate(ledgers):
+            ledger.extra_forward(int(attn_masks[row].sum()), self.moe.expert_counts)
+        target = self.references.neighbour_routing(embeddings, settings.neighbours, settings.bandwidth).to(context_enc.device)
         targets = {layer: target[:, i] for i, layer in enumerate(self.references.layers)}
-        with self.moe.settings(expert_count=self.moe.expert_counts, mix=(self.alpha, targets)):
+        with self.moe.settings(expert_count=self.moe.expert_counts, mix=(settings.alpha, targets)):
             yield

@@ -13,15 +13,18 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-
 from lm_eval.api.instance import Instance
-from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import Collator, postprocess_generated_text
 from tqdm import tqdm
 
-from lm_eval_moe.cost import Cost
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_backend, parse_expert_count, parse_int
+from lm_eval_moe.cost import CostLedger
+from lm_eval_moe.generation.settings import PlainSettings
+from lm_eval_moe.model_args import ModelArgError, parse_expert_count
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase
 from lm_eval_moe.response import MoEResponse
+
+#: what backend=vllm honours of a request's generation kwargs
+VLLM_GEN_KWARGS = frozenset({"do_sample", "temperature", "top_p", "top_k"})
 
 
 def count_generated_tokens(
@@ -51,29 +54,31 @@ class MoEHFLM(MoEHFLMBase):
     """``--model moe_hf``: see the module docstring and README for the model args."""
 
     model_name = "moe_hf"
+    settings_type = PlainSettings
 
-    def __init__(self, pretrained: Any, backend: str = "hf", vllm_max_model_len: Any = None,
-                 vllm_gpu_memory_utilization: Any = None, vllm_tensor_parallel_size: Any = 1, vllm_seed: Any = 0,
-                 **kwargs: Any) -> None:
-        backend = parse_backend(backend)
-        if backend == "vllm" and type(self).batch_routing is not MoEHFLM.batch_routing:
-            raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
-        super().__init__(pretrained=pretrained, **kwargs)
-        self.backend = backend
+    def __init__(self, pretrained: Any, **model_args: Any) -> None:
+        super().__init__(pretrained=pretrained, **model_args)
+        settings: PlainSettings = self.method_settings
         self.vllm = None
-        if backend == "vllm":
+        if settings.backend == "vllm":
+            if type(self).batch_routing is not MoEHFLM.batch_routing:
+                raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
             if len(set(self.moe.expert_counts)) != 1:
                 raise ModelArgError("backend=vllm runs one k for all layers: give expert_count as a single int")
-            self.vllm = self._vllm_engine(pretrained, self.moe.expert_counts[0], parse_int("vllm_seed", vllm_seed),
-                                          vllm_max_model_len, vllm_gpu_memory_utilization, vllm_tensor_parallel_size)
+            from lm_eval_moe.generation.vllm_engine import engine_from_settings
+
+            self.vllm = engine_from_settings(settings, self.checkpoint, self.moe.expert_counts[0],
+                                             str(self.model.dtype).removeprefix("torch."), settings.vllm_seed)
+            self.supported_gen_kwargs = VLLM_GEN_KWARGS
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "backend": self.backend}
+        return {**super().settings(), "backend": self.method_settings.backend}
 
     @contextlib.contextmanager
-    def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, costs: list[Cost]) -> Iterator[None]:
-        """Routing settings for one generation batch (subclasses: C3PO's re-mixing); extra work goes
-        into ``costs`` (one per row)."""
+    def batch_routing(self, context_enc: torch.Tensor, attn_masks: torch.Tensor,
+                      ledgers: list[CostLedger]) -> Iterator[None]:
+        """Routing settings for one generation batch (subclasses: C3PO's re-mixing); extra work is charged
+        to ``ledgers`` (one per row)."""
         yield
 
     def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
@@ -86,15 +91,11 @@ class MoEHFLM(MoEHFLMBase):
             group_by="gen_kwargs",
             group_fn=lambda req: req[1],
         )
-        eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        eos_ids = self._eos_ids()
         for chunk in ordered.get_batched(n=batch_size):
             contexts, all_gen_kwargs = zip(*chunk, strict=True)
             gen_kwargs = dict(all_gen_kwargs[0])
-            request_counts = parse_expert_count(gen_kwargs.pop("expert_count", None))
-            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
-            max_gen_toks = kwargs.pop("max_gen_toks")
+            request_counts = parse_expert_count("expert_count", gen_kwargs.pop("expert_count", None))
+            until, max_gen_toks, kwargs = self.request_kwargs(gen_kwargs)
             max_ctx_len = self.max_length - max_gen_toks
             if max_ctx_len <= 0:
                 raise ValueError(
@@ -106,12 +107,12 @@ class MoEHFLM(MoEHFLMBase):
             context_enc = context_enc.to(self.device)
             attn_masks = attn_masks.to(self.device)
             counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
-            extra = [Cost() for _ in contexts]
+            self.record_generation({"max_gen_toks": max_gen_toks, "expert_count": counts, **kwargs})
+            ledgers = [CostLedger(self.cost_model) for _ in contexts]
             if self.vllm is not None:
-                generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, eos_ids, max_gen_toks,
-                                                     kwargs)
+                generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, max_gen_toks, kwargs)
             else:
-                with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, extra):
+                with self.moe.settings(expert_count=counts), self.batch_routing(context_enc, attn_masks, ledgers):
                     output = self._model_generate(
                         context=context_enc,
                         attention_mask=attn_masks,
@@ -122,17 +123,13 @@ class MoEHFLM(MoEHFLMBase):
                 generated_rows = output[:, context_enc.shape[1] :].tolist()
             prompt_lengths = attn_masks.sum(dim=1).tolist()
             for row, (tokens, context) in enumerate(zip(generated_rows, contexts)):
-                generated = count_generated_tokens(tokens, eos_ids, until, self.tok_decode)
-                prompt_length = int(prompt_lengths[row])
-                cost = extra[row]
-                cost.prompt_tokens += prompt_length
-                cost.generated_tokens += generated
-                # the model processes the prompt and every generated token but the last (sampled, never fed)
-                cost.add_forward(self.cost_model, prompt_length + max(generated - 1, 0), 0, counts)
-                self.totals.add(cost)
+                ledger = ledgers[row]
+                ledger.generation(int(prompt_lengths[row]), count_generated_tokens(tokens, self.eos_ids, until,
+                                                                                   self.tok_decode), counts)
+                self.totals.add(ledger.cost)
                 think_end = self.think_end_token if isinstance(self.think_end_token, str) else None
                 text = postprocess_generated_text(self.tok_decode(tokens), until, think_end)
-                response = MoEResponse(text, {"cost": cost.as_dict(), "expert_count": counts})
+                response = MoEResponse(text, {"cost": ledger.cost.as_dict(), "expert_count": counts})
                 results.append(response)
                 self.cache_hook.add_partial("generate_until", (context, all_gen_kwargs[0]), response)
                 progress.update(1)
@@ -140,22 +137,17 @@ class MoEHFLM(MoEHFLMBase):
         return ordered.get_original(results)
 
     def _vllm_generate(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, counts: list[int],
-                       until: list[str], eos_ids: set[int], max_gen_toks: int, kwargs: dict[str, Any]
-                       ) -> list[list[int]]:
+                       until: list[str], max_gen_toks: int, kwargs: dict[str, Any]) -> list[list[int]]:
         """The batch's prompts (left padding removed) in one vLLM call at this batch's k. Greedy unless
         ``do_sample``; sampled outputs come from vLLM's generator, not torch's."""
         if len(set(counts)) != 1:
             raise ModelArgError(f"backend=vllm runs one k for all layers, got per-layer {counts}")
-        unsupported = sorted(set(kwargs) - {"do_sample", "temperature", "top_p", "top_k"})
-        if unsupported:
-            raise ModelArgError(f"gen_kwargs {unsupported} are not supported by backend=vllm (do_sample, "
-                                "temperature, top_p, top_k are)")
         sampled = bool(kwargs.get("do_sample", False))
         prompts = [row[mask.bool()].tolist() for row, mask in zip(context_enc.cpu(), attn_masks.cpu())]
         completions = self.vllm.generate(
             prompts, [counts[0]] * len(prompts), max_tokens=max_gen_toks,
             temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
             top_p=float(kwargs.get("top_p", 1.0)), top_k=int(kwargs.get("top_k", 0) or 0),
-            stops=[until] * len(prompts), stop_token_ids=sorted(eos_ids),
+            stops=[until] * len(prompts), stop_token_ids=sorted(self.eos_ids),
         )
         return [list(completion.token_ids) for completion in completions]

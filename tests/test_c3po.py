@@ -4,7 +4,8 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from lm_eval_moe.model_wrappers.args import ModelArgError
+from lm_eval_moe.cost import CostLedger
+from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.model_wrappers.moe_c3po import MoEC3POLM
 from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 from lm_eval_moe.reroute.c3po import ReferenceSet, last_layers, prompt_features
@@ -49,7 +50,7 @@ def test_alpha_one_routes_by_the_neighbours(tiny_model_dir, references):
     ids, mask = c3po.tok_batch_encode([PROMPTS[0]])
     embeddings, _ = prompt_features(c3po.model, c3po.moe, ids, mask, c3po.references.layers)
     target = c3po.references.neighbour_routing(embeddings)
-    with c3po.moe.record() as recorder, c3po.batch_routing(ids, mask, [c3po.totals.cost]):
+    with c3po.moe.record() as recorder, c3po.batch_routing(ids, mask, [CostLedger(c3po.cost_model)]):
         with torch.no_grad():
             c3po.model(ids)
     for call in recorder.calls:

@@ -11,7 +11,8 @@ import random
 import pytest
 import torch
 
-from lm_eval_moe.demo import MODELS_DIR, resolve_model_name
+from lm_eval_moe.checkpoints import resolve_checkpoint
+from lm_eval_moe.demo import MODELS_DIR
 from lm_eval_moe.demo import train as demo_train
 from lm_eval_moe.demo.arith import corrupt, corrupt_each_step, is_held_out, problems, step_results
 
@@ -29,9 +30,9 @@ def training_threads():
 
 
 def test_short_names_resolve_and_others_pass_through():
-    assert resolve_model_name("tiny-arith-moe") == str(MODELS_DIR / "tiny-arith-moe")
-    assert resolve_model_name("allenai/OLMoE-1B-7B-0924") == "allenai/OLMoE-1B-7B-0924"
-    assert resolve_model_name("./tiny-arith-moe-local") == "./tiny-arith-moe-local"
+    assert resolve_checkpoint("tiny-arith-moe") == str(MODELS_DIR / "tiny-arith-moe")
+    assert resolve_checkpoint("allenai/OLMoE-1B-7B-0924") == "allenai/OLMoE-1B-7B-0924"
+    assert resolve_checkpoint("./tiny-arith-moe-local") == "./tiny-arith-moe-local"
 
 
 def test_the_prm_tokenizer_keeps_the_policys_byte_ids():
@@ -87,7 +88,7 @@ def test_every_step_corruption_rates():
 def test_logged_accuracy_is_the_shipped_policys():
     from transformers import AutoModelForCausalLM
 
-    policy = AutoModelForCausalLM.from_pretrained(resolve_model_name("tiny-arith-moe"), dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
     held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
     log = {"policy": {}}
     demo_train.evaluate_policy(policy, held_out, log, expert_counts=(2,))
@@ -100,7 +101,7 @@ def test_logged_accuracy_is_the_shipped_policys():
 def test_logged_prm_separation_is_the_shipped_prms():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_name("tiny-arith-prm")
+    path = resolve_checkpoint("tiny-arith-prm")
     prm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
     log: dict = {"prm": {}}
@@ -167,7 +168,7 @@ def test_prm_training_replays_the_logged_losses(train_problems):
         # the script trains the PRM from the policy reloaded from the shipped files, as here; phase A only: B
         # and C start from the 20-step replay, not from the logged run's model, so their losses are not
         # comparable (and building their conversations alone takes minutes)
-        policy = AutoModelForCausalLM.from_pretrained(resolve_model_name("tiny-arith-moe"), dtype=torch.float32)
+        policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
         log: dict = {}
         demo_train.train_prm(train_problems, SEED, log, nudged_by_one_ulp(policy) if nudge else policy,
                              phases=demo_train.PRM_PHASES[:1], run_steps=20)

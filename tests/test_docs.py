@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _tracked(*patterns: str) -> list[Path]:
     listed = subprocess.run(["git", "ls-files", *patterns], cwd=REPO, capture_output=True, text=True, check=True)
-    return [REPO / name for name in listed.stdout.split()]
+    return [REPO / name for name in listed.stdout.split() if (REPO / name).is_file()]
 
 
 def test_no_file_points_outside_the_repository():

@@ -5,6 +5,7 @@ import torch
 
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
+from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.moe import attach
 from lm_eval_moe.testing import byte_tokenizer, tiny_moe
 
@@ -19,9 +20,13 @@ def policy(request):
 
 
 def make_engine(policy, cache_mode="auto", delimiter="\n\n", temperature=0.0):
-    model, tok, moe, cost_model = policy
-    return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=temperature), delimiter=delimiter,
-                      cache_mode=cache_mode)
+    model, tok, moe, _ = policy
+    return StepEngine(model, tok, moe, SamplingConfig(temperature=temperature), delimiter=delimiter, cache_mode=cache_mode)
+
+
+def context(policy, problems=3):
+    """A batch context for problems 0..problems-1 (one cost ledger each)."""
+    return BatchContext.for_problems(range(problems), policy[3])
 
 
 def hf_greedy(policy, prompt, k, new_tokens):
@@ -39,9 +44,10 @@ def test_two_steps_with_mixed_k_equal_greedy_generation_per_k(policy, cache_mode
     engine = make_engine(policy, cache_mode, delimiter="\x00never")
     roots = [root_node(i, tuple(tok.encode(p)), (2, 2)) for i, p in enumerate(PROMPTS)]
     counts = [(2, 2), (4, 4), (8, 8)]
-    first = engine.expand([Expansion(r, i, 5, expert_count=k) for i, (r, k) in enumerate(zip(roots, counts))])
+    batch = context(policy)
+    first = engine.expand([Expansion(r, i, 5, expert_count=k) for i, (r, k) in enumerate(zip(roots, counts))], batch)
     # fork the first child twice and continue the third: inheritance of k, cache rows duplicated
-    second = engine.expand([Expansion(first[0], 1, 7), Expansion(first[0], 2, 7), Expansion(first[2], 3, 7)])
+    second = engine.expand([Expansion(first[0], 1, 7), Expansion(first[0], 2, 7), Expansion(first[2], 3, 7)], batch)
     assert second[0].token_ids == second[1].token_ids == tuple(hf_greedy(policy, PROMPTS[0], 2, 12))
     assert second[2].token_ids == tuple(hf_greedy(policy, PROMPTS[2], 8, 12))
     assert second[2].expert_count == (8, 8) and second[2].step_ends == (5, 12)
@@ -53,11 +59,11 @@ def test_a_step_ends_at_the_delimiter():
     "\n\n", where plain greedy generation goes on."""
     from transformers import AutoModelForCausalLM
 
-    from lm_eval_moe.demo import resolve_model_name
+    from lm_eval_moe.checkpoints import resolve_checkpoint
     from lm_eval_moe.demo.arith import problems
     from lm_eval_moe.demo.train import DIFFICULTY, policy_text
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_name("tiny-arith-moe"), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
     moe = attach(model)
     demo = (model, byte_tokenizer(), moe, CostModel.from_model(model, moe))
     prompt = policy_text(problems(8, 1, held_out=True, difficulty=DIFFICULTY)[0])[0]
@@ -65,7 +71,7 @@ def test_a_step_ends_at_the_delimiter():
     text = demo[1].decode(reference)
     assert text.isascii() and "\n\n" in text[:-2]  # one token per character; the first step ends early
     root = root_node(0, tuple(demo[1].encode(prompt)), (2,) * model.config.num_hidden_layers)
-    (child,) = make_engine(demo).expand([Expansion(root, 0, 40)])
+    (child,) = make_engine(demo).expand([Expansion(root, 0, 40)], context(demo, 1))
     assert child.token_ids == tuple(reference[: text.index("\n\n") + 2]) and not child.finished
 
 
@@ -74,12 +80,13 @@ def test_eos_and_stop_strings_finish_a_candidate(policy):
     reference = hf_greedy(policy, PROMPTS[0], 2, 10)
     engine = make_engine(policy, delimiter="\x00never")
     engine.eos_ids = {reference[3]}
-    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)])
+    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)], context(policy, 1))
     assert child.finished and child.finish_reason == "eos" and len(child.token_ids) == reference.index(reference[3]) + 1
     engine = make_engine(policy, delimiter="\x00never")
     text = tok.decode(reference[:6])
-    engine.stop_strings = {0: (text[-1],)} if text[-1].strip() else {0: (text[-2:],)}
-    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)])
+    batch = context(policy, 1)
+    batch.stop_strings = {0: (text[-1],)} if text[-1].strip() else {0: (text[-2:],)}
+    (child,) = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 10)], batch)
     assert child.finished and child.finish_reason == "stop" and len(child.token_ids) <= 6
 
 
@@ -88,10 +95,11 @@ def test_sampling_depends_only_on_the_seed(policy):
     engine = make_engine(policy, temperature=1.0, delimiter="\x00never")
     root = root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2))
     other = root_node(1, tuple(tok.encode(PROMPTS[1])), (2, 2))
-    alone = engine.expand([Expansion(root, 42, 8)])[0]
+    batch = context(policy, 2)
+    alone = engine.expand([Expansion(root, 42, 8)], batch)[0]
     engine.reset()
-    batched = engine.expand([Expansion(other, 7, 8, expert_count=(8, 8)), Expansion(root, 42, 8)])[1]
-    different = engine.expand([Expansion(root, 43, 8)])[0]
+    batched = engine.expand([Expansion(other, 7, 8, expert_count=(8, 8)), Expansion(root, 42, 8)], batch)[1]
+    different = engine.expand([Expansion(root, 43, 8)], batch)[0]
     assert alone.token_ids == batched.token_ids != different.token_ids
 
 
@@ -99,9 +107,9 @@ def test_hybrid_caches_fall_back_to_rereading():
     model = tiny_moe("lfm2_moe", seed=1)
     moe = attach(model)
     tok = byte_tokenizer()
-    engine = StepEngine(model, tok, moe, CostModel.from_model(model, moe), SamplingConfig(temperature=0.0),
-                        delimiter="\x00never")
-    first = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 4)])
+    engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.0), delimiter="\x00never")
+    batch = BatchContext.for_problems([0], CostModel.from_model(model, moe))
+    first = engine.expand([Expansion(root_node(0, tuple(tok.encode(PROMPTS[0])), (2, 2)), 0, 4)], batch)
     assert engine.cache_mode == "reread"
-    engine.expand([Expansion(first[0], 0, 4)])
-    assert engine.costs[0].reprocessed_tokens > 0
+    engine.expand([Expansion(first[0], 0, 4)], batch)
+    assert batch.ledgers[0].cost.reprocessed_tokens > 0

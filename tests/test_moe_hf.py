@@ -5,7 +5,7 @@ import torch
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
-from lm_eval_moe.model_wrappers.args import ModelArgError, parse_expert_count
+from lm_eval_moe.model_args import ModelArgError, parse_expert_count
 from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM, count_generated_tokens
 from lm_eval_moe.moe import ExpertCountError
 
@@ -84,12 +84,14 @@ def test_request_cache_is_refused_without_opt_in(lm, tiny_task_dir, tmp_path):
 
 
 def test_bad_expert_count_arg(tiny_model_dir):
-    with pytest.raises(ExpertCountError, match=r"1\.\.8"):
-        MoEHFLM(pretrained=str(tiny_model_dir), expert_count=12, device="cpu")
+    with pytest.raises(ModelArgError, match=r"expert count 12 is out of range for this model: allowed 1\.\.8"):
+        MoEHFLM(pretrained=str(tiny_model_dir), expert_count=12, device="cpu")  # read from the config alone
+    with pytest.raises(ExpertCountError, match=r"needs 2 values"):
+        MoEHFLM(pretrained=str(tiny_model_dir), expert_count="2:2:2", device="cpu")
     with pytest.raises(ModelArgError, match="expert_count='four'"):
-        parse_expert_count("four")
-    assert parse_expert_count("4:4") == [4, 4]
-    assert parse_expert_count(3.0) == 3
+        parse_expert_count("expert_count", "four")
+    assert parse_expert_count("expert_count", "4:4") == (4, 4)
+    assert parse_expert_count("expert_count", 3.0) == 3
 
 
 def test_count_generated_tokens_stops_at_eos_or_stop_string():

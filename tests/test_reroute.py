@@ -6,7 +6,7 @@ import torch
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig
 from lm_eval_moe.moe import attach
-from lm_eval_moe.reroute import RerouteConfig, Rerouter, ScaledAdam, layer_weights
+from lm_eval_moe.reroute import RerouteSettings, Rerouter, ScaledAdam, layer_weights
 from lm_eval_moe.reroute.confidence import random_layer_rank
 from lm_eval_moe.testing import byte_tokenizer, tiny_moe
 
@@ -18,7 +18,7 @@ def rerouter(model_type="olmoe", **config):
     model = tiny_moe(model_type, seed=1)
     moe = attach(model)
     tok = byte_tokenizer()
-    return Rerouter(model, tok, moe, CostModel.from_model(model, moe), RerouteConfig(**config)), tok
+    return Rerouter(model, tok, moe, CostModel.from_model(model, moe), RerouteSettings(**config)), tok
 
 
 def test_scaled_adam_is_torch_adam_at_scale_one():
@@ -179,7 +179,9 @@ def test_costs_count_the_optimisation_separately():
 
 
 def test_config_errors_name_the_value():
-    with pytest.raises(ValueError, match="layer_fraction=0"):
-        RerouteConfig(layer_selection="hard", layer_fraction=0)
-    with pytest.raises(ValueError, match="confidence_order='reverse'"):
-        RerouteConfig(confidence_order="reverse")
+    from lm_eval_moe.model_args import ModelArgError, take_settings
+
+    with pytest.raises(ModelArgError, match="layer_fraction=0"):
+        take_settings(RerouteSettings, {"layer_selection": "hard", "layer_fraction": 0})
+    with pytest.raises(ModelArgError, match="confidence_order='reverse': expected one of paper, inverse"):
+        take_settings(RerouteSettings, {"confidence_order": "reverse"})

@@ -53,11 +53,14 @@ def test_des_with_rerouting_biases_every_path(tiny_model_dir, qwen_prm_dir):
                   max_step_tokens=4, expert_counts="1|4", device="cpu", temperature=1.0)
     plain = MoEDESLM(**common)
     rerouted = MoEDESLM(**common, reroute=True, reroute_steps=3, reroute_lr=5.0)
+    seen = []  # the batch contexts the engine was handed
+    expand = rerouted.method.engine.expand
+    rerouted.method.engine.expand = lambda expansions, context: seen.append(context) or expand(expansions, context)
     requests = _requests(["Problem: 2+2?\n\nSolution:", "Problem: 5*3?\n\nSolution:"], max_new=8)
     a, b = plain.generate_until(requests), rerouted.generate_until(requests)
     assert all(r.meta["cost"]["extra_flops"] > 0 for r in b) and all(r.meta["cost"]["extra_flops"] == 0 for r in a)
-    assert set(rerouted.engine.problem_bias) == {0, 1}
-    assert all(float(bias.norm()) > 0 for bias in rerouted.engine.problem_bias.values())
+    assert seen and all(set(context.biases) == {0, 1} for context in seen)
+    assert all(float(bias.norm()) > 0 for bias in seen[0].biases.values())
     assert rerouted.settings()["reroute"]["steps"] == 3
 
 
@@ -66,20 +69,21 @@ def test_engine_applies_each_problems_bias_to_its_rows_only():
 
     from lm_eval_moe.cost import CostModel
     from lm_eval_moe.generation import Expansion, SamplingConfig, StepEngine, root_node
+    from lm_eval_moe.generation.batch import BatchContext
     from lm_eval_moe.moe import attach
     from lm_eval_moe.testing import byte_tokenizer, tiny_moe
 
     model = tiny_moe("olmoe", seed=1)
     moe = attach(model)
     tok = byte_tokenizer()
-    engine = StepEngine(model, tok, moe, CostModel.from_model(model, moe), SamplingConfig(temperature=0.0),
-                        delimiter="\x00never")
+    engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.0), delimiter="\x00never")
     bias = torch.zeros(moe.num_layers, moe.num_experts)
     bias[:, 3] = 100.0
-    engine.problem_bias = {0: bias}
+    batch = BatchContext.for_problems([0, 1], CostModel.from_model(model, moe))
+    batch.biases = {0: bias}
     roots = [root_node(i, tuple(tok.encode(f"prompt {i}")), (2, 2)) for i in range(2)]
     with moe.record() as recorder:
-        engine.expand([Expansion(roots[0], 0, 3), Expansion(roots[1], 1, 3), Expansion(roots[0], 2, 3)])
+        engine.expand([Expansion(roots[0], 0, 3), Expansion(roots[1], 1, 3), Expansion(roots[0], 2, 3)], batch)
     decode_calls = [c for c in recorder.calls if c.expert_index.shape[0] == 3]  # one token per row
     assert decode_calls
     uses_expert_3 = [(call.expert_index == 3).any(dim=-1).tolist() for call in decode_calls]

@@ -6,6 +6,7 @@ import pytest
 
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig, StepEngine
+from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.moe import attach
 from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.common import replicate, select_final, Candidate
@@ -29,10 +30,15 @@ def verifier(qwen_prm_dir):
 
 
 def engine(policy, cache_mode="auto", temperature=1.0):
-    model, tok, moe, cost_model = policy
+    model, tok, moe, _ = policy
     # "e" is a frequent byte: random policies end steps often enough for multi-step trees
-    return StepEngine(model, tok, moe, cost_model, SamplingConfig(temperature=temperature), delimiter="e",
-                      cache_mode=cache_mode)
+    return StepEngine(model, tok, moe, SamplingConfig(temperature=temperature), delimiter="e", cache_mode=cache_mode)
+
+
+def search(policy, strategy, problems, config, engine, verifier):
+    """``run_search`` with a fresh batch context (one cost ledger per problem)."""
+    context = BatchContext.for_problems([p.index for p in problems], policy[3], {p.index: p.stop_strings for p in problems})
+    return run_search(STRATEGIES[strategy], problems, config, engine, verifier, context)
 
 
 def problems(policy, count=2):
@@ -49,9 +55,9 @@ def texts(outcome):
 
 
 def test_des_with_the_default_k_is_beam_search(policy, verifier):
-    des = run_search(STRATEGIES["des"], problems(policy), dataclasses.replace(CONFIG, expert_counts=(K2,)),
+    des = search(policy, "des", problems(policy), dataclasses.replace(CONFIG, expert_counts=(K2,)),
                      engine(policy), verifier)
-    beam = run_search(STRATEGIES["beam"], problems(policy), CONFIG, engine(policy), verifier)
+    beam = search(policy, "beam", problems(policy), CONFIG, engine(policy), verifier)
     for a, b in zip(des, beam):
         assert texts(a) and texts(a) == texts(b)
         assert a.result.selected == b.result.selected
@@ -61,7 +67,7 @@ def test_des_with_the_default_k_is_beam_search(policy, verifier):
 def test_des_splits_the_budget_over_k_and_paths_inherit_their_k(policy, verifier):
     counts = ((1, 1), (2, 2), (4, 4), (8, 8))
     config = dataclasses.replace(CONFIG, expert_counts=counts)
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)
     first = [n for n in outcome.nodes if n.depth == 1]
     assert len(first) == 8 and sorted(n.expert_count for n in first) == sorted(c for c in counts for _ in range(2))
     for node in outcome.nodes:
@@ -75,20 +81,20 @@ def test_des_splits_the_budget_over_k_and_paths_inherit_their_k(policy, verifier
 def test_des_without_inheritance_draws_each_childs_k_from_k(policy, verifier):
     counts = ((1, 1), (2, 2), (4, 4), (8, 8))
     config = dataclasses.replace(CONFIG, expert_counts=counts, inherit=False)
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)
     deeper = [n for n in outcome.nodes if n.depth > 1]
     assert deeper and {n.expert_count for n in deeper} <= set(counts)
     assert any(n.expert_count != n.parent.expert_count for n in deeper)  # 8 children per step, 4 choices
     first = sorted(n.expert_count for n in outcome.nodes if n.depth == 1)
     assert first == sorted(c for c in counts for _ in range(2))  # t = 0 is the same split as with inheritance
-    again = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)[0]
+    again = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)[0]
     assert [n.expert_count for n in again.nodes] == [n.expert_count for n in outcome.nodes]  # seeded
 
 
 
 def test_top_m_keeps_the_best_live_candidates(policy, verifier):
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)
     by_depth = {}
     for node in outcome.nodes:
         by_depth.setdefault(node.depth, []).append(node)
@@ -105,22 +111,22 @@ def test_rounding_and_refill_options(policy, verifier):
     assert [n for n in replicate(["a", "b", "c"], 7)] == ["a", "b", "c", "a", "b", "c", "a"]
     assert replicate(["a", "b", "c"], 7, "floor") == ["a", "b", "c", "a", "b", "c"]
     config = dataclasses.replace(CONFIG, budget=7, keep=2, expert_counts=((1, 1), (4, 4)), rounding="floor")
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)
     assert outcome.result.steps[0]["expanded"] == 6
     config = dataclasses.replace(config, rounding="round_robin")
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)
     assert outcome.result.steps[0]["expanded"] == 7
 
 
 def test_scores_are_the_configured_aggregation(policy, verifier):
     config = dataclasses.replace(CONFIG, aggregation="min")
-    (outcome,) = run_search(STRATEGIES["best_of_n"], problems(policy, 1), config, engine(policy), verifier)
+    (outcome,) = search(policy, "best_of_n", problems(policy, 1), config, engine(policy), verifier)
     for cand in outcome.result.candidates:
         assert cand.score == aggregate(cand.step_scores, "min")
 
 
 def test_dvts_returns_only_finished_or_answered_candidates(policy, verifier):
-    (outcome,) = run_search(STRATEGIES["dvts"], problems(policy, 1), CONFIG, engine(policy), verifier)
+    (outcome,) = search(policy, "dvts", problems(policy, 1), CONFIG, engine(policy), verifier)
     assert outcome.result.candidates
     for cand in outcome.result.candidates:
         assert cand.finish_reason in ("eos", "length", "stop", "answer")
@@ -128,9 +134,9 @@ def test_dvts_returns_only_finished_or_answered_candidates(policy, verifier):
 
 def test_search_is_deterministic_and_independent_of_batching(policy, verifier):
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (2, 2), (4, 4)))
-    together = run_search(STRATEGIES["des"], problems(policy), config, engine(policy), verifier)
-    again = run_search(STRATEGIES["des"], problems(policy), config, engine(policy), verifier)
-    alone = [run_search(STRATEGIES["des"], [p], config, engine(policy), verifier)[0] for p in problems(policy)]
+    together = search(policy, "des", problems(policy), config, engine(policy), verifier)
+    again = search(policy, "des", problems(policy), config, engine(policy), verifier)
+    alone = [search(policy, "des", [p], config, engine(policy), verifier)[0] for p in problems(policy)]
     for a, b, c in zip(together, again, alone):
         assert texts(a) == texts(b) == texts(c)
 
@@ -138,8 +144,8 @@ def test_search_is_deterministic_and_independent_of_batching(policy, verifier):
 def test_cache_reuse_gives_the_same_search_as_rereading(policy, verifier):
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
     reuse_engine, reread_engine = engine(policy, "reuse"), engine(policy, "reread")
-    reuse = run_search(STRATEGIES["des"], problems(policy), config, reuse_engine, verifier)
-    reread = run_search(STRATEGIES["des"], problems(policy), config, reread_engine, verifier)
+    reuse = search(policy, "des", problems(policy), config, reuse_engine, verifier)
+    reread = search(policy, "des", problems(policy), config, reread_engine, verifier)
     for a, b in zip(reuse, reread):
         assert texts(a) == texts(b)
         assert a.cost.generated_tokens == b.cost.generated_tokens
@@ -152,7 +158,7 @@ def test_token_and_flops_accounting_equals_an_independent_count(policy, verifier
     parent's pending token and all new tokens but the last; each (root, k) prefills the prompt once."""
     cost_model = policy[3]
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
-    (outcome,) = run_search(STRATEGIES["des"], problems(policy, 1), config, engine(policy, "reuse"), verifier)
+    (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy, "reuse"), verifier)
     prompt = len(outcome.problem.prompt_ids)
     generated = flops = routed = 0
     prefills = {node.root.id: set() for node in outcome.nodes}
@@ -193,7 +199,7 @@ def test_final_rules():
 
 def test_self_consistency_needs_no_verifier_scores(policy):
     config = dataclasses.replace(CONFIG, needs_scores=False, final="majority")
-    (outcome,) = run_search(STRATEGIES["self_consistency"], problems(policy, 1), config, engine(policy), None)
+    (outcome,) = search(policy, "self_consistency", problems(policy, 1), config, engine(policy), None)
     assert len(outcome.result.candidates) == 8 and outcome.cost.verifier_tokens == 0
 
 
@@ -214,7 +220,7 @@ def test_moe_des_with_per_layer_k_sets_and_a_chat_template(tiny_model_dir, qwen_
     monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(benchmark_data))
     lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=4, keep=2, max_steps=2,
                   max_step_tokens=4, expert_counts="1:2|4:8", device="cpu")
-    assert lm.search_config.expert_counts == ((1, 2), (4, 8))
+    assert lm.method_settings.search_config(lm.moe.default_expert_counts, 8, 12).expert_counts == ((1, 2), (4, 8))
     out = simple_evaluate(model=lm, tasks=["moe_svamp"], limit=1, log_samples=True, apply_chat_template=True,
                           gen_kwargs="max_gen_toks=12",
                           task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())))

@@ -30,8 +30,9 @@ def _run(model, model_args, tmp_path, benchmark_data):
 def test_strategy_runs_through_the_stock_cli(strategy, tiny_model_dir, qwen_prm_dir, tmp_path, benchmark_data):
     verifier = "majority" if strategy == "self_consistency" else str(qwen_prm_dir)
     model = "moe_des" if strategy == "des" else "moe_search"
-    args = (f"pretrained={tiny_model_dir},verifier={verifier},budget=4,keep=2,max_steps=2,max_step_tokens=6,"
-            f"temperature=1.0,search_batch_size=2")
+    args = f"pretrained={tiny_model_dir},verifier={verifier},budget=4,temperature=1.0,search_batch_size=2"
+    if strategy in ("des", "beam", "dvts"):  # the step-wise strategies (settings the others do not take)
+        args += ",keep=2,max_steps=2,max_step_tokens=6"
     args += ",expert_counts=1-4" if strategy == "des" else f",strategy={strategy}"
     results, samples = _run(model, args, tmp_path, benchmark_data)
     settings = results["config"]["lm_eval_moe"]

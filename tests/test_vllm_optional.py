@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from lm_eval_moe.model_wrappers.args import ModelArgError
+from lm_eval_moe.model_args import ModelArgError
 
 
 def test_search_classes_do_not_import_vllm():
@@ -34,7 +34,7 @@ def test_unsupported_vllm_version_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (dict(backend="sglang"), "backend='sglang': expected hf or vllm"),
+    (dict(backend="sglang"), "backend='sglang': expected one of hf, vllm"),
     (dict(backend="vllm", reroute=True), "reroute=true needs router-logit biases"),
 ])
 def test_bad_backend_settings(tiny_model_dir, args, message):

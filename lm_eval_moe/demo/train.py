@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_eval_moe.demo.arith import ArithProblem, Difficulty, corrupt, corrupt_each_step, problems, step_results
-from lm_eval_moe.testing import EOS_ID, PAD_ID, byte_tokenizer
+from lm_eval_moe.demo.tokenizer import EOS_ID, PAD_ID, byte_tokenizer
 
 DIFFICULTY = Difficulty()
 PROMPT = "Problem: {question}\n\nSolution: "

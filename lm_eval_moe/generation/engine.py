@@ -12,22 +12,21 @@ in every row are dropped after each expansion. Caches with recurrent or sliding-
 (Mamba, linear attention, conv layers, sliding windows) cannot hold holes: for those models the
 engine re-reads every prefix instead (``cache_mode="reread"``, also selectable for comparison).
 
-Costs are accounted per problem where the work is done: prompt tokens per prefill, generated tokens
-when sampled (once, however many children share them), re-read tokens separately, and expert-token
-products and FLOPs for every token a row really processes (filler tokens are not charged).
+Costs are charged to each problem's ledger (``BatchContext``) where the work is done: the prompt per
+prefill, generated tokens when sampled (once, however many children share them), re-read tokens
+separately, and the compute of every token a row really processes (filler tokens are not charged).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from lm_eval_moe.cost import Cost, CostModel
+from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
@@ -58,11 +57,11 @@ class StepEngine:
         model: PreTrainedModel,
         tokenizer: Any,
         moe: DynamicMoE,
-        cost_model: CostModel,
         sampling: SamplingConfig,
         delimiter: str = "\n\n",
         cache_mode: CacheMode = "auto",
         prompt_expert_count: PromptExpertCount = "path",
+        eos_ids: set[int] | None = None,
     ) -> None:
         if cache_mode not in ("auto", "reuse", "reread"):
             raise ValueError(f"cache_mode={cache_mode!r}: expected auto, reuse or reread")
@@ -71,40 +70,30 @@ class StepEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.moe = moe
-        self.cost_model = cost_model
         self.sampling = sampling
         self.delimiter = delimiter
         self.cache_mode = cache_mode
         self.prompt_expert_count = prompt_expert_count
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = eos_token_ids(tokenizer.eos_token_id, model.generation_config)
-        self.costs: dict[int, Cost] = defaultdict(Cost)
-        self.stop_strings: dict[int, tuple[str, ...]] = {}  # per problem: text that ends a candidate
-        self.problem_bias: dict[int, torch.Tensor] = {}  # per problem: router-logit bias (layers, experts)
+        self.eos_ids = eos_token_ids(tokenizer.eos_token_id, model.generation_config) if eos_ids is None else eos_ids
         self.forward_calls = 0
         self.filler_token_slots = 0  # row-steps spent on masked filler tokens (batching overhead)
-        self.reset_cache()
+        self.reset()
 
-    def reset_cache(self) -> None:
+    def reset(self) -> None:
+        """Forget the frontier (between batches of problems)."""
         self._cache: DynamicCache | None = None
         self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
         self._pending = torch.zeros(0, dtype=torch.long, device=self.device)
         self._rows: dict[tuple[int, tuple[int, ...]], int] = {}
 
-    def _row_bias(self, problems: Sequence[int]) -> torch.Tensor | None:
+    def _row_bias(self, problems: Sequence[int], context: BatchContext) -> torch.Tensor | None:
         """(rows, layers, experts) bias for rows of these problems, if any problem has one."""
-        if not self.problem_bias:
+        if not context.biases:
             return None
         zero = torch.zeros(self.moe.num_layers, self.moe.num_experts, device=self.device)
-        return torch.stack([self.problem_bias.get(p, zero).to(self.device) for p in problems])
-
-    def reset(self) -> None:
-        """Forget the frontier and the accumulated costs (between batches of problems); per-problem
-        biases stay until the caller replaces them."""
-        self.reset_cache()
-        self.costs = defaultdict(Cost)
-        self.stop_strings = {}
+        return torch.stack([context.biases.get(p, zero).to(self.device) for p in problems])
 
     @property
     def reuses_cache(self) -> bool:
@@ -117,7 +106,8 @@ class StepEngine:
             return node.id, tuple(self.moe.default_expert_counts)
         return node.id, expansion.expert_count or node.expert_count
 
-    def _prefill(self, items: list[tuple[Node, tuple[int, ...]]]) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
+    def _prefill(self, items: list[tuple[Node, tuple[int, ...]]], context: BatchContext
+                 ) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
         """Process every token but the last of each node (under its prefix k); the last is pending."""
         sequences = [list(node.prompt_ids) + list(node.token_ids) for node, _ in items]
         length = max(len(s) - 1 for s in sequences)
@@ -131,16 +121,11 @@ class StepEngine:
         pending = torch.tensor([s[-1] for s in sequences], dtype=torch.long, device=self.device)
         mask = mask.to(self.device)
         for (node, counts), sequence in zip(items, sequences):
-            cost = self.costs[node.problem]
-            if node.parent is None:
-                cost.prompt_tokens += len(sequence)
-            else:
-                cost.reprocessed_tokens += len(sequence) - 1
-            cost.add_forward(self.cost_model, len(sequence) - 1, 0, counts)
+            context.ledgers[node.problem].read_prefix(len(sequence), counts, first=node.parent is None, pending=1)
         if length == 0:
             return None, mask, pending
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        bias = self._row_bias([node.problem for node, _ in items])
+        bias = self._row_bias([node.problem for node, _ in items], context)
         with torch.no_grad(), self.moe.settings(row_expert_counts=[counts for _, counts in items], bias=bias):
             out = self.model(
                 input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, use_cache=True
@@ -178,10 +163,11 @@ class StepEngine:
             layer.values = torch.cat([v_pad, layer.values], dim=2)
         return cache, mask
 
-    def _assemble(self, expansions: Sequence[Expansion]) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
+    def _assemble(self, expansions: Sequence[Expansion], context: BatchContext
+                  ) -> tuple[DynamicCache | None, torch.Tensor, torch.Tensor]:
         """The batch cache for ``expansions``: frontier rows forked, missing prefixes prefilled."""
         if not self.reuses_cache:
-            self.reset_cache()
+            self.reset()
         keys = [self._prefix_key(e) for e in expansions]
         missing: dict[tuple[int, tuple[int, ...]], Node] = {}
         for key, expansion in zip(keys, expansions):
@@ -190,7 +176,7 @@ class StepEngine:
         old_cache, old_mask, old_pending = self._cache, self._mask, self._pending
         row_of = dict(self._rows)
         if missing:
-            new_cache, new_mask, new_pending = self._prefill([(node, key[1]) for key, node in missing.items()])
+            new_cache, new_mask, new_pending = self._prefill([(node, key[1]) for key, node in missing.items()], context)
             offset = old_mask.shape[0]
             for index, key in enumerate(missing):
                 row_of[key] = offset + index
@@ -235,23 +221,23 @@ class StepEngine:
         text = self._decode(tokens)
         return bool(text[: text.rfind(self.delimiter)].strip())
 
-    def _hit_stop(self, parent: Node, tokens: list[int]) -> bool:
+    @staticmethod
+    def _hit_stop(parent: Node, tokens: list[int], stops: tuple[str, ...], decode: Callable[[list[int]], str]) -> bool:
         """The candidate's text now contains one of its problem's stop strings (e.g. a task's
         ``until``), possibly straddling the step boundary."""
-        stops = self.stop_strings.get(parent.problem)
         if not stops:
             return False
         longest = max(len(s) for s in stops)
         window = _STOP_WINDOW + longest  # a token is at least one character
         head = parent.text[-longest:] if len(tokens) <= window else ""
-        tail = head + self._decode(tokens[-window:])
+        tail = head + decode(tokens[-window:])
         return any(stop in tail for stop in stops)
 
-    def expand(self, expansions: Sequence[Expansion]) -> list[Node]:
+    def expand(self, expansions: Sequence[Expansion], context: BatchContext) -> list[Node]:
         """One child per expansion, in order; the children become the new frontier."""
         if not expansions:
             return []
-        cache, mask, pending = self._assemble(expansions)
+        cache, mask, pending = self._assemble(expansions, context)
         counts = [e.expert_count or e.parent.expert_count for e in expansions]
         batch = len(expansions)
         generators = [make_generator(e.seed, self.device) for e in expansions]
@@ -260,7 +246,7 @@ class StepEngine:
         reasons = [""] * batch
         active = [True] * batch
         feed = pending.clone()
-        bias = self._row_bias([e.parent.problem for e in expansions])
+        bias = self._row_bias([e.parent.problem for e in expansions], context)
         with torch.no_grad(), self.moe.settings(row_expert_counts=counts, bias=bias):
             while any(active):
                 column = torch.tensor(active, dtype=torch.long, device=self.device).unsqueeze(1)
@@ -278,17 +264,18 @@ class StepEngine:
                         self.filler_token_slots += 1
                         continue
                     expansion = expansions[row]
-                    cost = self.costs[expansion.parent.problem]
-                    cost.add_forward(self.cost_model, 1, int(positions[row]), counts[row])
+                    ledger = context.ledgers[expansion.parent.problem]
+                    ledger.feed(int(positions[row]), counts[row])
                     token, logprob = sample_token(logits[row], self.sampling, generators[row])
                     new_tokens[row].append(token)
                     new_logprobs[row].append(logprob)
-                    cost.generated_tokens += 1
+                    ledger.sampled()
                     pending[row] = token
                     feed[row] = token
                     if token in self.eos_ids:
                         active[row], reasons[row] = False, "eos"
-                    elif self._hit_stop(expansion.parent, new_tokens[row]):
+                    elif self._hit_stop(expansion.parent, new_tokens[row],
+                                        context.stop_strings.get(expansion.parent.problem, ()), self._decode):
                         active[row], reasons[row] = False, "stop"
                     elif len(new_tokens[row]) >= expansion.max_new_tokens:
                         active[row], reasons[row] = False, "length"

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lm_eval_moe.cost import Cost, CostModel
+from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig
 
@@ -129,25 +128,20 @@ class VLLMStepEngine:
     whole prefix is read under the path's k. Costs are accounted as in the HF engine under each path's k
     (the nominal method cost; vLLM physically runs k_max experts per token); prefix tokens count where vLLM
     computed them, not where its prefix cache served them, so prompt and re-read counts can differ from the
-    HF engine's (which forks one prefill into many rows)."""
+    HF engine's (which forks one prefill into many rows). Router-logit biases (rerouting) do not exist here."""
 
     cache_mode = "vllm"  # reported in the run settings
 
-    def __init__(self, engine: VLLMExpertEngine, tokenizer: Any, cost_model: CostModel, sampling: SamplingConfig,
-                 delimiter: str = "\n\n", eos_ids: Sequence[int] = ()) -> None:
+    def __init__(self, engine: VLLMExpertEngine, tokenizer: Any, sampling: SamplingConfig, delimiter: str = "\n\n",
+                 eos_ids: Sequence[int] = ()) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
-        self.cost_model = cost_model
         self.sampling = sampling
         self.delimiter = delimiter
         self.eos_ids = tuple(eos_ids)
-        self.device = "cpu"  # no tensors live here; rerouting biases are refused with backend=vllm
-        self.problem_bias: dict[int, Any] = {}
-        self.reset()
 
     def reset(self) -> None:
-        self.costs: dict[int, Cost] = defaultdict(Cost)
-        self.stop_strings: dict[int, tuple[str, ...]] = {}
+        """Nothing to forget: prefixes live in vLLM's own (salted) prefix cache."""
 
     def _count(self, expansion: Expansion) -> int:
         counts = expansion.expert_count or expansion.parent.expert_count
@@ -158,12 +152,12 @@ class VLLMStepEngine:
             )
         return counts[0]
 
-    def expand(self, expansions: Sequence[Expansion]) -> list[Node]:
+    def expand(self, expansions: Sequence[Expansion], context: BatchContext) -> list[Node]:
         """One child per expansion, in order. A row whose step would end on a blank text (the delimiter
         right away) is sent again to continue, as the HF engine only ends a step after non-blank text."""
         if not expansions:
             return []
-        if self.problem_bias:
+        if context.biases:
             raise VLLMBackendError("router-logit biases (reroute=true) are not supported by backend=vllm")
         counts = [self._count(e) for e in expansions]
         tokens: list[tuple[int, ...]] = [() for _ in expansions]
@@ -178,13 +172,19 @@ class VLLMStepEngine:
                 max_tokens=[e.max_new_tokens - len(tokens[row]) for row, e in zip(pending, batch)],
                 temperature=self.sampling.temperature, top_p=self.sampling.top_p, top_k=self.sampling.top_k,
                 seeds=[e.seed + len(tokens[row]) for row, e in zip(pending, batch)], stop_token_ids=self.eos_ids,
-                stops=[((self.delimiter,) if e.stop_at_delimiter else ()) + self.stop_strings.get(e.parent.problem, ())
+                stops=[((self.delimiter,) if e.stop_at_delimiter else ()) + context.stop_strings.get(e.parent.problem, ())
                        for e in batch],
             )
             still = []
             for row, expansion, prefix, completion in zip(pending, batch, prefixes, completions):
-                new, reason = self._cut_straddling_stop(expansion.parent, tokens[row], completion)
-                self._account(expansion, counts[row], prefix, completion.cached_prompt_tokens, len(new), first=not tokens[row])
+                new, reason = self._cut_straddling_stop(expansion.parent, tokens[row], completion,
+                                                        context.stop_strings.get(expansion.parent.problem, ()))
+                layers = (counts[row],) * len(expansion.parent.expert_count)
+                ledger = context.ledgers[expansion.parent.problem]
+                # tokens vLLM really processed: blocks its prefix cache served are free
+                ledger.read_prefix(len(prefix), layers, first=not tokens[row] and expansion.parent.parent is None,
+                                   cached=completion.cached_prompt_tokens)
+                ledger.decoded(len(new), len(prefix), layers)
                 tokens[row] += new
                 logprobs[row] += completion.logprobs[: len(new)]
                 reasons[row] = reason
@@ -201,12 +201,11 @@ class VLLMStepEngine:
         text = self._decode(list(tokens))
         return text[: text.rfind(self.delimiter)] if self.delimiter in text else text
 
-    def _cut_straddling_stop(self, parent: Node, earlier: tuple[int, ...], completion: Completion
-                             ) -> tuple[tuple[int, ...], str]:
+    def _cut_straddling_stop(self, parent: Node, earlier: tuple[int, ...], completion: Completion,
+                             stops: tuple[str, ...]) -> tuple[tuple[int, ...], str]:
         """vLLM matches stop strings in the new text only; the HF engine also sees the end of the path's
         text, so a stop string spanning the step boundary ends the step there."""
         reason = self._reason(completion)
-        stops = self.stop_strings.get(parent.problem, ())
         if not stops:
             return completion.token_ids, reason
         longest = max(len(stop) for stop in stops)
@@ -226,19 +225,14 @@ class VLLMStepEngine:
             return "eos"
         return "" if completion.stop_reason == self.delimiter else "stop"
 
-    def _account(self, expansion: Expansion, count: int, prefix: tuple[int, ...], cached: int, generated: int,
-                 first: bool) -> None:
-        cost = self.costs[expansion.parent.problem]
-        layers = (count,) * len(expansion.parent.expert_count)
-        computed = len(prefix) - cached
-        if first and expansion.parent.parent is None:  # tokens vLLM really processed (cached blocks are free)
-            cost.prompt_tokens += computed
-        else:
-            cost.reprocessed_tokens += computed
-        cost.add_forward(self.cost_model, computed, cached, layers)
-        for position in range(generated):
-            cost.add_forward(self.cost_model, 1, len(prefix) + position, layers)
-        cost.generated_tokens += generated
+
+def engine_from_settings(settings: Any, pretrained: str, max_expert_count: int, dtype: str, seed: int
+                         ) -> VLLMExpertEngine:
+    """The persistent engine a run's ``BackendSettings`` ask for, loaded at ``max_expert_count``."""
+    return VLLMExpertEngine(pretrained, max_expert_count, dtype=dtype, seed=seed,
+                            tensor_parallel_size=settings.vllm_tensor_parallel_size,
+                            max_model_len=settings.vllm_max_model_len,
+                            gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
 
 
 def _has_cuda() -> bool:

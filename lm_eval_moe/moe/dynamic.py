@@ -60,10 +60,17 @@ def _text_config(model: nn.Module) -> Any:
 
 
 def resolve_family(model: nn.Module) -> FamilySpec:
-    model_type = _model_type(model)
+    return config_family(model.config, _model_type(model))
+
+
+def config_family(config: Any, model_type: str | None = None) -> FamilySpec:
+    """The supported family a transformers config belongs to (its own or its text model's type), or an error
+    naming the supported ones; needs no weights."""
+    model_type = model_type or str(getattr(config, "model_type", type(config).__name__))
     family = family_for(model_type)
     if family is None:
-        text_type = getattr(_text_config(model), "model_type", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        text_type = getattr(text, "model_type", None)
         family = family_for(text_type) if text_type else None
     if family is not None:
         return family

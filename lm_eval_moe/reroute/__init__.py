@@ -1,7 +1,9 @@
-"""Online test-time rerouting: router deltas optimised on the context while generating."""
+"""Online test-time rerouting: router deltas optimised on the context while generating; the C3PO baseline."""
 
 from lm_eval_moe.reroute.adam import ScaledAdam
 from lm_eval_moe.reroute.confidence import layer_confidence, layer_weights
-from lm_eval_moe.reroute.rerouter import RerouteConfig, RerouteOutcome, Rerouter
+from lm_eval_moe.reroute.rerouter import RerouteOutcome, Rerouter
+from lm_eval_moe.reroute.settings import C3POSettings, RerouteSettings
 
-__all__ = ["RerouteConfig", "RerouteOutcome", "Rerouter", "ScaledAdam", "layer_confidence", "layer_weights"]
+__all__ = ["C3POSettings", "RerouteOutcome", "RerouteSettings", "Rerouter", "ScaledAdam", "layer_confidence",
+           "layer_weights"]

@@ -31,48 +31,30 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lm_eval_moe.cost import BACKWARD_FLOPS_FACTOR, Cost, CostModel
+from lm_eval_moe.cost import Cost, CostLedger, CostModel
+from lm_eval_moe.generation.engine import eos_token_ids
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.reroute.adam import ScaledAdam
-from lm_eval_moe.reroute.confidence import Order, Selection, layer_confidence, layer_weights, random_layer_rank
+from lm_eval_moe.reroute.confidence import layer_confidence, layer_weights, random_layer_rank
+from lm_eval_moe.reroute.settings import RerouteSettings
 
 _STOP_WINDOW = 16
-
-
-@dataclass(frozen=True)
-class RerouteConfig:
-    steps: int = 5  # T
-    lr: float = 0.05
-    interval: int = 128  # m
-    layer_selection: Selection = "soft"
-    layer_fraction: float = 0.25  # r, for hard selection (our default; the paper's is not stated)
-    confidence_order: Order = "paper"
-    weight_decay: float = 1e-8
-    eps: float = 1e-5
-    loss_window: int | None = None
-    gradient_checkpointing: bool = False
-
-    def __post_init__(self) -> None:
-        if self.steps < 0 or self.interval < 1:
-            raise ValueError(f"steps={self.steps} must be >= 0 and interval={self.interval} >= 1")
-        if self.lr < 0:
-            raise ValueError(f"lr={self.lr}: must be >= 0")
-        if self.loss_window is not None and self.loss_window < 2:
-            raise ValueError(f"loss_window={self.loss_window}: must be >= 2 tokens")
-        layer_weights(torch.ones(1, 2), self.layer_selection, self.layer_fraction, self.confidence_order,
-                      torch.ones(1, 2))
 
 
 @dataclass
 class RerouteOutcome:
     tokens: list[int]
-    cost: Cost
+    ledger: CostLedger
     finish_reason: str = ""
     phases: list[dict[str, Any]] = field(default_factory=list)  # per Phase 1: weights, losses, delta norms
     block_entropy: list[float] = field(default_factory=list)  # mean routing entropy per generated block
     block_deltas: list[torch.Tensor] = field(default_factory=list)  # (layers, experts) used for each block
+
+    @property
+    def cost(self) -> Cost:
+        return self.ledger.cost
 
 
 def _padded(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
@@ -114,7 +96,7 @@ def _checkpointed_layers(model: torch.nn.Module, enabled: bool) -> Iterator[None
 
 class Rerouter:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, moe: DynamicMoE, cost_model: CostModel,
-                 config: RerouteConfig) -> None:
+                 config: RerouteSettings) -> None:
         self.model, self.tokenizer, self.moe, self.cost_model, self.config = model, tokenizer, moe, cost_model, config
         self.device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -124,7 +106,7 @@ class Rerouter:
 
     # ---------------------------------------------------------------- Phase 1
     def optimise(self, contexts: Sequence[Sequence[int]], deltas: torch.Tensor, optimizer: ScaledAdam,
-                 rows: list[int], costs: list[Cost], seeds: Sequence[int]) -> list[dict[str, Any]]:
+                 rows: list[int], ledgers: list[CostLedger], seeds: Sequence[int]) -> list[dict[str, Any]]:
         """T Adam steps on the rows ``rows`` of ``deltas`` (batch, layers, experts); returns per-row records.
         ``seeds``: one per row of ``deltas`` (the ``random`` layer selection draws from them)."""
         config, counts = self.config, self.moe.expert_counts
@@ -164,10 +146,7 @@ class Rerouter:
             losses.append(row_losses.detach().cpu())
             for position, row in enumerate(rows):
                 tokens = int(mask[position].sum())
-                costs[row].extra_forward_tokens += tokens
-                costs[row].extra_backward_tokens += tokens if window is None else min(window, tokens)
-                flops = self.cost_model.forward_flops(tokens, 0, counts)
-                costs[row].extra_flops += flops * (1 + BACKWARD_FLOPS_FACTOR)
+                ledgers[row].optimisation_step(tokens, tokens if window is None else min(window, tokens), counts)
         deltas.grad = None
         records = []
         for position, row in enumerate(rows):
@@ -180,6 +159,16 @@ class Rerouter:
             })
         return records
 
+    def prime(self, prompts: Sequence[Sequence[int]], ledgers: list[CostLedger], seeds: Sequence[int]) -> torch.Tensor:
+        """One Phase 1 on each prompt alone: the (prompts, layers, experts) deltas, detached (used to bias every
+        path of a search; a combination neither paper has)."""
+        config = self.config
+        deltas = torch.zeros(len(prompts), self.moe.num_layers, self.moe.num_experts, device=self.device,
+                             requires_grad=True)
+        optimizer = ScaledAdam(deltas, config.lr, eps=config.eps, weight_decay=config.weight_decay)
+        self.optimise(prompts, deltas, optimizer, list(range(len(prompts))), ledgers, seeds)
+        return deltas.detach()
+
     # ---------------------------------------------------------------- Phase 2
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingConfig,
                  seeds: Sequence[int], stop_strings: Sequence[str] = (), eos_ids: set[int] | None = None,
@@ -188,8 +177,9 @@ class Rerouter:
         batch = len(prompts)
         deltas = torch.zeros(batch, self.moe.num_layers, self.moe.num_experts, device=self.device, requires_grad=True)
         optimizer = ScaledAdam(deltas, config.lr, eps=config.eps, weight_decay=config.weight_decay)
-        eos_ids = eos_ids if eos_ids is not None else {self.tokenizer.eos_token_id}
-        outcomes = [RerouteOutcome([], Cost(prompt_tokens=len(p))) for p in prompts]
+        if eos_ids is None:
+            eos_ids = eos_token_ids(self.tokenizer.eos_token_id, self.model.generation_config)
+        outcomes = [RerouteOutcome([], CostLedger(self.cost_model)) for _ in prompts]
         generators = [make_generator(seed, self.device) for seed in seeds]
         active = list(range(batch))
         cache = None  # (past_key_values, mask, pending tokens) for the rows in ``cache_rows``
@@ -199,7 +189,7 @@ class Rerouter:
             contexts = [list(prompts[i]) + outcomes[i].tokens for i in active]
             before = deltas.detach().clone()
             if config.steps > 0:
-                records = self.optimise(contexts, deltas, optimizer, active, [o.cost for o in outcomes], seeds)
+                records = self.optimise(contexts, deltas, optimizer, active, [o.ledger for o in outcomes], seeds)
                 for row, record in zip(active, records):
                     outcomes[row].phases.append(record)
             changed = not torch.equal(before, deltas.detach())
@@ -214,16 +204,10 @@ class Rerouter:
                     after = _row_losses(out.logits, ids, mask).cpu()
                     for position, row in enumerate(active):
                         tokens = len(contexts[position])
-                        cost = outcomes[row].cost
                         if first_prefill:
-                            cost.add_forward(self.cost_model, tokens, 0, counts)
+                            outcomes[row].ledger.read_prefix(tokens, counts, first=True)
                         else:
-                            # the last context token was sampled but never fed: plain decoding pays its
-                            # forward too, so only re-reading the tokens before it is the update's overhead
-                            cost.add_forward(self.cost_model, 1, tokens - 1, counts)
-                            cost.extra_forward_tokens += tokens - 1
-                            cost.extra_flops += (self.cost_model.forward_flops(tokens, 0, counts)
-                                                 - self.cost_model.forward_flops(1, tokens - 1, counts))
+                            outcomes[row].ledger.reread_after_update(tokens, counts)
                         if outcomes[row].phases and config.steps > 0:
                             outcomes[row].phases[-1]["loss_after"] = float(after[position])
                     past, pending = returned_cache(out), None
@@ -262,7 +246,7 @@ class Rerouter:
                     step_entropy = self._entropy(recorder.calls, len(rows))
                     for position, row in enumerate(rows):
                         if live[position]:
-                            outcomes[row].cost.add_forward(self.cost_model, 1, int(positions[position]), counts)
+                            outcomes[row].ledger.feed(int(positions[position]), counts)
                             if step_entropy is not None:
                                 entropies[position].append(float(step_entropy[position]))
                 new_pending = pending.clone() if pending is not None else torch.zeros(len(rows), dtype=torch.long,
@@ -273,7 +257,7 @@ class Rerouter:
                     outcome = outcomes[row]
                     token, _ = sample_token(next_logits[position], sampling, generators[row])
                     outcome.tokens.append(token)
-                    outcome.cost.generated_tokens += 1
+                    outcome.ledger.sampled()
                     new_pending[position] = token
                     if token in eos_ids:
                         outcome.finish_reason = "eos"

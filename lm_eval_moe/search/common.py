@@ -123,7 +123,7 @@ def slot_seed(problem_seed: int, step: int, slot: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def replicate(states: Sequence[Node], total: int, rounding: Rounding = "round_robin") -> list[Node]:
+def replicate(states: Sequence[Node | None], total: int, rounding: Rounding = "round_robin") -> list[Node | None]:
     """Parents for ``total`` expansions of ``states``: round robin (s0, s1, .., s0, s1, ..; exactly
     ``total``, earlier states get the remainder, as search-and-learn's beam search) or ``floor``
     (each state ``total // len(states)`` times, the remainder unspent)."""
@@ -133,6 +133,16 @@ def replicate(states: Sequence[Node], total: int, rounding: Rounding = "round_ro
         per_state = max(1, total // len(states))
         return [state for _ in range(per_state) for state in states]
     return [states[i % len(states)] for i in range(total)]
+
+
+def expansion_parents(kept: Sequence[Node], config: SearchConfig) -> list[Node]:
+    """The parent of each of a round's expansions, for DES and beam search alike: the kept states replicated
+    to N (``rounding``); with fewer than M live states, ``refill=replicate`` spends the whole budget on them
+    and ``none`` only the N / M share each would have had."""
+    states: list[Node | None] = list(kept)
+    if config.refill == "none":
+        states += [None] * (config.keep - len(kept))
+    return [parent for parent in replicate(states, config.budget, config.rounding) if parent is not None]
 
 
 def step_expansion(node: Node, seed: int, config: SearchConfig, last: bool, expert_count=None) -> Expansion:

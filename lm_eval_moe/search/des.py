@@ -23,8 +23,8 @@ from collections.abc import Generator
 
 from lm_eval_moe.generation.nodes import Node, root_node
 from lm_eval_moe.search.common import (
-    Candidate, Expand, Problem, Score, SearchConfig, SearchResult, best_first, candidate, replicate, select_final,
-    slot_seed, step_expansion, step_record, top,
+    Candidate, Expand, Problem, Score, SearchConfig, SearchResult, best_first, candidate, expansion_parents,
+    select_final, slot_seed, step_expansion, step_record, top,
 )
 
 
@@ -59,8 +59,7 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
                 for slot, k in enumerate(initial_counts(config))
             ]
         else:
-            states = kept if config.refill == "replicate" else kept + [None] * (config.keep - len(kept))
-            parents = [p for p in replicate(states, config.budget, config.rounding) if p is not None]
+            parents = expansion_parents(kept, config)
             requests = [
                 step_expansion(p, slot_seed(problem.seed, t, slot), config, last, expert_count=child_count(config, p, t, slot, problem.seed))
                 for slot, p in enumerate(parents)

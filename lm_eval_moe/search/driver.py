@@ -3,7 +3,8 @@
 Each round, every live problem's pending request is collected: all expansions go to ONE engine call
 (all live beams of all problems share a batch, whatever their expert counts) and all scoring to ONE
 verifier call. Strategies alternate Expand and Score, so the problems stay in lock step and the
-engine's frontier always holds the states the next expansions continue from.
+engine's frontier always holds the states the next expansions continue from. Everything the batch hands
+the engine (stop strings, router biases, cost ledgers) travels in one :class:`BatchContext`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from lm_eval_moe.cost import Cost
-from lm_eval_moe.generation.engine import StepEngine
+from lm_eval_moe.generation.batch import BatchContext, StepGenerator
 from lm_eval_moe.generation.nodes import Node
 from lm_eval_moe.search.common import Expand, Problem, Score, SearchConfig, SearchResult
 from lm_eval_moe.verifiers.base import StepScores, split_steps
@@ -30,6 +31,34 @@ class SearchOutcome:
     cost: Cost
     nodes: list[Node]  # every node generated for this problem (for traces and independent checks)
 
+    def average_expert_count(self) -> float:
+        """Mean k over every token generated for the problem (each token counted once, under its path's k)."""
+        generated = [(n, len(n.token_ids) - (len(n.parent.token_ids) if n.parent else 0)) for n in self.nodes]
+        total = sum(count for _, count in generated)
+        return sum(sum(n.expert_count) / len(n.expert_count) * count for n, count in generated) / total if total else 0.0
+
+    def as_meta(self, strategy: str) -> dict:
+        """What a response carries: every final candidate (text, k, score, finish reason), the cost, and the
+        per-step expert-count statistics."""
+        result = self.result
+        return {
+            "candidates": [c.as_dict() for c in result.candidates],
+            "selected": result.selected.as_dict() if result.selected is not None else None,
+            "cost": self.cost.as_dict(),
+            "search": {
+                "strategy": strategy,
+                "avg_expert_count": self.average_expert_count(),
+                "steps": [{k: step[k] for k in ("step", "expanded", "expert_count_mean", "expert_count_variance",
+                                                "finished")} for step in result.steps],
+            },
+        }
+
+    def trace_record(self) -> dict:
+        result = self.result
+        return {"question": self.problem.question, "selected": result.selected.as_dict() if result.selected else None,
+                "candidates": [c.as_dict() for c in result.candidates], "steps": result.steps,
+                "cost": self.cost.as_dict()}
+
 
 def _score(verifier, problems: dict[int, Problem], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
     if isinstance(verifier, LikelihoodVerifier):
@@ -43,13 +72,13 @@ def run_search(
     strategy: Strategy,
     problems: Sequence[Problem],
     config: SearchConfig,
-    engine: StepEngine,
+    engine: StepGenerator,
     verifier,
+    context: BatchContext,
     progress: tqdm | None = None,
 ) -> list[SearchOutcome]:
     """Search every problem; outcomes in the order of ``problems``. Resets the engine first."""
     engine.reset()
-    engine.stop_strings = {p.index: p.stop_strings for p in problems if p.stop_strings}
     by_index = {p.index: p for p in problems}
     searches = {p.index: strategy(p, config) for p in problems}
     pending = {index: next(search) for index, search in searches.items()}
@@ -59,7 +88,7 @@ def run_search(
         answers: dict[int, object] = {}
         expand = [(index, request) for index, request in pending.items() if isinstance(request, Expand)]
         if expand:
-            children = engine.expand([e for _, request in expand for e in request.expansions])
+            children = engine.expand([e for _, request in expand for e in request.expansions], context)
             cursor = 0
             for index, request in expand:
                 answers[index] = children[cursor : cursor + len(request.expansions)]
@@ -72,7 +101,7 @@ def run_search(
             cursor = 0
             for index, request in score:
                 answers[index] = scored[cursor : cursor + len(request.nodes)]
-                engine.costs[index].verifier_tokens += sum(s.tokens for s in answers[index])
+                context.ledgers[index].verified(sum(s.tokens for s in answers[index]))
                 cursor += len(request.nodes)
         for index, answer in answers.items():
             try:
@@ -82,4 +111,4 @@ def run_search(
                 del pending[index]
                 if progress is not None:
                     progress.update(1)
-    return [SearchOutcome(p, results[p.index], engine.costs[p.index], nodes[p.index]) for p in problems]
+    return [SearchOutcome(p, results[p.index], context.ledgers[p.index].cost, nodes[p.index]) for p in problems]

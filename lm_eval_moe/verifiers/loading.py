@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from lm_eval_moe.demo import resolve_model_name
+from lm_eval_moe.checkpoints import resolve_checkpoint
 from lm_eval_moe.verifiers.likelihood import LikelihoodVerifier, MajorityVerifier
 from lm_eval_moe.verifiers.prm import QWEN_STEP_TOKEN, QwenPRM, RLHFlowPRM
 
@@ -46,7 +46,7 @@ def load_verifier(
     """``spec``: ``majority``, ``likelihood``, or a PRM checkpoint (local path or hub id)."""
     if spec in ("majority", "likelihood"):
         return MajorityVerifier() if spec == "majority" else LikelihoodVerifier()
-    spec = resolve_model_name(spec)
+    spec = resolve_checkpoint(spec)
     if verifier_type is not None and verifier_type not in VERIFIER_TYPES:
         raise VerifierLoadError(f"verifier_type={verifier_type!r}: expected one of {', '.join(VERIFIER_TYPES)}")
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer

@@ -1,0 +1,42 @@
+"""Checkpoint names this package ships, resolved to their folders, and near misses caught early.
+
+The shipped tiny demo models answer to short names wherever a checkpoint is expected (``pretrained=``,
+``verifier=``, ``tokenizer=``); any other name is a local path or a hub id, passed through unchanged. A name
+that is no folder but one typo away from a shipped name is an error with the suggestion, before anything
+is loaded (otherwise the hub is retried for minutes and the error speaks of connections). The table is
+data: the demo package itself is never imported here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from lm_eval_moe.model_args import ModelArgError
+
+PACKAGE = Path(__file__).resolve().parent
+#: short name -> folder, relative to the lm_eval_moe package
+SHIPPED = {
+    "tiny-arith-moe": "demo/models/tiny-arith-moe",
+    "tiny-arith-prm": "demo/models/tiny-arith-prm",
+}
+
+
+def resolve_checkpoint(name: Any, arg: str = "pretrained") -> Any:
+    """The shipped folder for a short name; a path or hub id unchanged; a near miss of a short name refused."""
+    if not isinstance(name, str):
+        return name
+    if name in SHIPPED:
+        path = PACKAGE / SHIPPED[name]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"the shipped checkpoint {name!r} is missing from {path}: reinstall lm_eval_moe, "
+                                    "or rebuild it with `python -m lm_eval_moe.demo.train`")
+        return str(path)
+    if Path(name).expanduser().exists():
+        return name
+    close = difflib.get_close_matches(name, SHIPPED, n=1, cutoff=0.8)
+    if close:
+        raise ModelArgError(f"model arg {arg}={name!r} is neither a folder nor a shipped checkpoint: did you mean "
+                            f"{close[0]!r}? Shipped: {', '.join(SHIPPED)}")
+    return name

@@ -1,0 +1,23 @@
+"""Settings of plain generation (``moe_hf``) and of the generation backend every method shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lm_eval_moe.model_args import arg, choice, optional_float, optional_positive_int, parse_int, positive_int
+from lm_eval_moe.moe.settings import RoutingSettings
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    backend: str = arg("hf", choice("hf", "vllm"), "generation backend: hf (transformers) or vllm")
+    vllm_max_model_len: int | None = arg(None, optional_positive_int, "vLLM max_model_len")
+    vllm_gpu_memory_utilization: float | None = arg(None, optional_float, "vLLM gpu_memory_utilization")
+    vllm_tensor_parallel_size: int = arg(1, positive_int, "vLLM tensor_parallel_size")
+
+
+@dataclass(frozen=True)
+class PlainSettings(RoutingSettings, BackendSettings):
+    """``moe_hf``: transformers' generate (or one vLLM engine) at a chosen k."""
+
+    vllm_seed: int = arg(0, parse_int, "seed of vLLM's sampler (backend=vllm, do_sample=true)")

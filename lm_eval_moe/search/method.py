@@ -1,0 +1,111 @@
+"""A search method over a loaded policy, assembled from :class:`SearchSettings`: the verifier, the step
+generator (HF or vLLM), the optional rerouting priming, batching of problems, and what each search reports.
+
+The lm-eval model classes hand this module problems and get outcomes back; everything about how a search
+runs lives here and below.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lm_eval_moe.cost import CostModel
+from lm_eval_moe.generation import SamplingConfig, StepEngine
+from lm_eval_moe.generation.batch import BatchContext, StepGenerator
+from lm_eval_moe.moe import DynamicMoE
+from lm_eval_moe.reroute import Rerouter
+from lm_eval_moe.search import STRATEGIES as ALGORITHMS
+from lm_eval_moe.search.common import Problem
+from lm_eval_moe.search.driver import SearchOutcome, run_search
+from lm_eval_moe.search.settings import SearchSettings
+from lm_eval_moe.verifiers import load_verifier
+
+
+class SearchMethod:
+    """DES or a baseline with its verifier, ready to search batches of problems."""
+
+    def __init__(self, settings: SearchSettings, moe: DynamicMoE, cost_model: CostModel, engine: StepGenerator,
+                 verifier: Any, rerouter: Rerouter | None) -> None:
+        self.settings, self.moe, self.cost_model = settings, moe, cost_model
+        self.engine, self.verifier, self.rerouter = engine, verifier, rerouter
+
+    @classmethod
+    def build(cls, settings: SearchSettings, model: Any, tokenizer: Any, moe: DynamicMoE, cost_model: CostModel,
+              eos_ids: set[int], device: torch.device | str, vllm_engine: Any = None) -> SearchMethod:
+        """``vllm_engine``: the loaded vLLM engine when ``backend=vllm``."""
+        verifier = load_verifier(
+            settings.verifier or "majority", verifier_type=settings.verifier_type,
+            device=settings.verifier_device or device, dtype=settings.verifier_dtype,
+            batch_size=settings.verifier_batch_size, trust_remote_code=settings.verifier_trust_remote_code,
+        )
+        sampling = SamplingConfig(settings.temperature, settings.top_p, settings.top_k)
+        if vllm_engine is not None:
+            from lm_eval_moe.generation.vllm_engine import VLLMStepEngine
+
+            engine: StepGenerator = VLLMStepEngine(vllm_engine, tokenizer, sampling, settings.step_delimiter,
+                                                   sorted(eos_ids))
+        else:
+            engine = StepEngine(model, tokenizer, moe, sampling, delimiter=settings.step_delimiter,
+                                cache_mode=settings.cache_mode,  # type: ignore[arg-type]
+                                prompt_expert_count=settings.prompt_expert_count,  # type: ignore[arg-type]
+                                eos_ids=eos_ids)
+        rerouter = (Rerouter(model, tokenizer, moe, cost_model, settings.reroute_settings)
+                    if settings.reroute_settings is not None else None)
+        return cls(settings, moe, cost_model, engine, verifier, rerouter)
+
+    @property
+    def verifier_name(self) -> str:
+        return self.settings.verifier or "none"
+
+    def run(self, problems: Sequence[Problem], max_tokens: int, sampling: SamplingConfig,
+            progress: tqdm | None = None) -> list[SearchOutcome]:
+        """Search ``problems`` (whose candidates may use up to ``max_tokens``) in batches of
+        ``search_batch_size``, sampling with ``sampling``; outcomes in order."""
+        settings = self.settings
+        config = settings.search_config(self.moe.default_expert_counts, self.moe.num_experts, max_tokens)
+        self.engine.sampling = sampling
+        outcomes: list[SearchOutcome] = []
+        for start in range(0, len(problems), settings.search_batch_size):
+            batch = list(problems[start : start + settings.search_batch_size])
+            context = BatchContext.for_problems([p.index for p in batch], self.cost_model,
+                                                {p.index: p.stop_strings for p in batch})
+            if self.rerouter is not None:
+                deltas = self.rerouter.prime([p.prompt_ids for p in batch], [context.ledgers[p.index] for p in batch],
+                                             [p.seed for p in batch])
+                context.biases = {p.index: deltas[row] for row, p in enumerate(batch)}
+            outcomes += run_search(ALGORITHMS[settings.strategy], batch, config, self.engine, self.verifier, context,
+                                   progress)
+        return outcomes
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings of this method (reported with the results)."""
+        settings = self.settings
+        return {
+            "strategy": settings.strategy, "budget": settings.budget, "keep": settings.kept_states,
+            "beam_width": settings.budget // settings.kept_states, "max_steps": settings.max_steps,
+            "expert_counts": [list(k) if len(set(k)) > 1 else k[0] for k in settings.search_config(
+                self.moe.default_expert_counts, self.moe.num_experts, 1).expert_counts],
+            "max_step_tokens": settings.max_step_tokens, "step_delimiter": settings.step_delimiter,
+            "verifier": self.verifier_name, "aggregation": settings.aggregation, "final": settings.final_rule,
+            "rounding": settings.rounding, "refill": settings.refill, "finished_compete": settings.finished_compete,
+            "inherit": settings.inherit, "seed": settings.seed, "cache_mode": self.engine.cache_mode,
+            "reroute": None if settings.reroute_settings is None else {
+                name: getattr(settings.reroute_settings, name)
+                for name in ("steps", "lr", "layer_selection", "layer_fraction", "confidence_order")},
+        }
+
+    def trace(self, task: str, doc_id: int, outcome: SearchOutcome) -> None:
+        """Append the problem's whole search (``trace_path``): every step's k, scores and kept states."""
+        if self.settings.trace_path is None:
+            return
+        path = Path(self.settings.trace_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"task": task, "doc_id": doc_id, "strategy": self.settings.strategy, **outcome.trace_record()}
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
