@@ -1,12 +1,15 @@
-"""A generated text that carries per-request metadata through lm-eval.
+"""How a response and its facts travel through lm-eval, and how they reach the logged samples.
 
-lm-eval passes model outputs to the task's filters and ``process_results`` unchanged (and logs
-them as plain strings), so a ``str`` subclass is how per-sample facts (cost, chosen k, search
-candidates) reach the task metrics without changing lm-eval.
+lm-eval passes model outputs to the task's filters unchanged, so a ``str`` subclass
+(:class:`MoEResponse`) carries per-request facts (cost, chosen k, search candidates) from the model to
+the task. lm-eval logs filtered responses with ``str()``, which would drop those facts: the tasks'
+filters therefore turn each response into a :class:`SampleRecord`, a dict whose ``str()`` is its JSON,
+so ``--log_samples`` keeps every final candidate (``json.loads(sample["filtered_resps"][0][i])``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,3 +40,64 @@ PADDING = "data_parallel_padding"
 def real_responses(responses: Sequence[Any]) -> list[Any]:
     """A request's responses without data-parallel padding (see ``model_wrappers.base.padding_mask``)."""
     return [response for response in responses if not response_meta(response).get(PADDING)]
+
+
+class SampleRecord(dict):
+    """One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's
+    final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``
+    and ``routing``; code tasks add each program's ``execution``."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, ensure_ascii=False, default=str)
+
+
+def sample_record(response: Any) -> SampleRecord:
+    meta = response_meta(response)
+    return SampleRecord(
+        response=str(response),
+        candidates=[dict(candidate) for candidate in meta.get("candidates", [])],
+        cost=dict(meta.get("cost", {})),
+        routing=routing_facts(meta),
+    )
+
+
+def request_records(results: Sequence[Any]) -> list[SampleRecord]:
+    """The records of a request's responses as ``process_results`` receives them: the filter's list for
+    the request, or plain responses (another filter chain) turned into records."""
+    records = results[0] if len(results) == 1 and isinstance(results[0], list) else list(results)
+    return [record if isinstance(record, SampleRecord) else sample_record(record) for record in records]
+
+
+#: Cost fields of a response's metadata reported as sample metrics (summed over a request's repeats).
+COST_METRICS = (
+    "generated_tokens", "prompt_tokens", "verifier_tokens", "routed_expert_tokens", "shared_expert_tokens",
+    "flops", "extra_flops",
+)
+
+
+def record_metrics(records: Sequence[SampleRecord]) -> dict[str, float]:
+    """The cost of a request's responses (summed) and the routing facts of the first."""
+    metrics = {}
+    for name in COST_METRICS:
+        values = [record["cost"][name] for record in records if name in record["cost"]]
+        if values:
+            metrics[name] = float(sum(values))
+    metrics.update(records[0]["routing"])
+    return metrics
+
+
+def routing_facts(meta: dict[str, Any]) -> dict[str, float]:
+    """Search and rerouting facts of a response, as sample metrics (read by the leaderboard plots)."""
+    facts = {}
+    search = meta.get("search") or {}
+    if "avg_expert_count" in search:
+        facts["avg_expert_count"] = float(search["avg_expert_count"])
+    selected = meta.get("selected")
+    if selected and selected.get("expert_count") is not None:
+        k = selected["expert_count"]
+        facts["selected_expert_count"] = float(sum(k) / len(k)) if isinstance(k, list) else float(k)
+    entropy = (meta.get("reroute") or {}).get("block_entropy") or []
+    if entropy:
+        facts["router_entropy_first_block"] = float(entropy[0])
+        facts["router_entropy_last_block"] = float(entropy[-1])
+    return facts

@@ -61,8 +61,6 @@ class MoEHFLM(MoEHFLMBase):
         settings: PlainSettings = self.method_settings
         self.vllm = None
         if settings.backend == "vllm":
-            if type(self).batch_routing is not MoEHFLM.batch_routing:
-                raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
             if len(set(self.moe.expert_counts)) != 1:
                 raise ModelArgError("backend=vllm runs one k for all layers: give expert_count as a single int")
             from lm_eval_moe.generation.vllm_engine import engine_from_settings
@@ -70,6 +68,12 @@ class MoEHFLM(MoEHFLMBase):
             self.vllm = engine_from_settings(settings, self.checkpoint, self.moe.expert_counts[0],
                                              str(self.model.dtype).removeprefix("torch."), settings.vllm_seed)
             self.supported_gen_kwargs = VLLM_GEN_KWARGS
+
+    def _take_settings(self, args: dict[str, Any]) -> Any:
+        settings = super()._take_settings(args)
+        if settings.backend == "vllm" and type(self).batch_routing is not MoEHFLM.batch_routing:
+            raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
+        return settings
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "backend": self.method_settings.backend}

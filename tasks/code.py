@@ -6,10 +6,11 @@ the sandbox (:mod:`lm_eval_moe.scoring.code`). It hands ``process_results`` one 
 the text, its execution verdict (outcome, per-test details, forgeable or not) and those of the
 candidates. A sandbox infrastructure failure aborts the evaluation instead of counting as a failure.
 
-Metrics: ``exact_match`` (the selected, i.e. first, response passes), ``pass@1`` (the share of the
-request's responses that pass: the unbiased pass@1 with ``repeats``), ``pass@k`` (any candidate
-passes), ``precision`` (the share of candidates that pass), ``num_candidates``, ``forgeable`` (the
-verdict came from in-sandbox assertions), and the request's cost when the model reports it.
+Metrics: ``exact_match`` (the selected, i.e. first, response passes), ``coverage`` (any candidate
+passes), ``precision`` (the share of candidates that pass), ``num_candidates``, with ``repeats`` the
+unbiased ``pass@k`` over the responses (:mod:`lm_eval_moe.scoring.metrics`; a search's candidates are not
+independent samples), ``forgeable`` (the verdict came from in-sandbox assertions), and the request's cost
+when the model reports it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from lm_eval_moe.response import real_responses, response_meta
+from lm_eval_moe.response import SampleRecord, real_responses, record_metrics, request_records, sample_record
 from lm_eval_moe.scoring.code import ExecutionResult, extract_program, shared_runner
+from lm_eval_moe.scoring.metrics import candidate_metrics
 from lm_eval_moe.tasks.code_data import problem_from_doc
-from lm_eval_moe.tasks.reasoning import COST_METRICS, routing_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -79,22 +80,23 @@ def program_for(doc: dict[str, Any], response: str) -> str:
 class ExecuteCode(Filter):
     """Runs every response (and search candidate) of a task in the sandbox, all in parallel."""
 
-    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[SampleRecord]]:
         jobs: dict[tuple[str, str], int] = {}
-        plan: list[list[tuple[Any, list[tuple[str, str]]]]] = []
+        plan: list[list[tuple[SampleRecord, list[tuple[str, str]]]]] = []
         problems = {}
         for responses, doc in zip(resps, docs):
             problem = problem_from_doc(doc)
             problems[problem.task_id] = problem
             per_doc = []
             for response in real_responses(responses):
-                texts = [str(response)] + [str(c["text"]) for c in response_meta(response).get("candidates", [])]
+                record = sample_record(response)
+                texts = [record["response"]] + [str(c["text"]) for c in record["candidates"]]
                 keys = []
                 for text in texts:
                     key = (problem.task_id, program_for(doc, text))
                     jobs.setdefault(key, len(jobs))
                     keys.append(key)
-                per_doc.append((response, keys))
+                per_doc.append((record, keys))
             plan.append(per_doc)
         ordered = sorted(jobs, key=jobs.get)
         results = shared_runner().run_many([(problems[task], program) for task, program in ordered],
@@ -106,37 +108,28 @@ class ExecuteCode(Filter):
                 f"the sandbox failed on {len(broken)} program(s) (e.g. {broken[0][0]}: {broken[0][1]}); "
                 "aborting rather than counting infrastructure failures as model failures"
             )
-        return [
-            [self._record(response, [by_key[key] for key in keys]) for response, keys in per_doc] for per_doc in plan
-        ]
+        return [[self._executed(record, [by_key[key] for key in keys]) for record, keys in per_doc]
+                for per_doc in plan]
 
     @staticmethod
-    def _record(response: Any, executions: list[ExecutionResult]) -> dict[str, Any]:
-        meta = response_meta(response)
-        return {
-            "response": str(response),
-            "execution": executions[0].as_dict(),
-            "candidates": [e.as_dict() for e in executions[1:]],
-            "cost": meta.get("cost", {}),
-            "routing": routing_metrics(meta),
-        }
+    def _executed(record: SampleRecord, executions: list[ExecutionResult]) -> SampleRecord:
+        record["execution"] = executions[0].as_dict()
+        for candidate, execution in zip(record["candidates"], executions[1:]):
+            candidate["execution"] = execution.as_dict()
+        return record
+
+
+def _passed(record: dict[str, Any]) -> bool:
+    return record["execution"]["outcome"] == "passed"
 
 
 def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
-    records = results[0] if len(results) == 1 and isinstance(results[0], list) else list(results)
-    responses = [r["execution"]["outcome"] == "passed" for r in records]
-    candidates = [c["outcome"] == "passed" for r in records for c in r["candidates"]] or responses
-    metrics = {
-        "exact_match": float(responses[0]),
-        "pass@1": sum(responses) / len(responses),
-        "pass@k": float(any(candidates)),
-        "precision": sum(candidates) / len(candidates),
-        "num_candidates": float(len(candidates)),
-        "forgeable": float(records[0]["execution"]["forgeable"]),
-    }
-    for name in COST_METRICS:
-        values = [r["cost"][name] for r in records if name in r["cost"]]
-        if values:
-            metrics[name] = float(sum(values))
-    metrics.update(records[0]["routing"])
+    records = request_records(results)
+    metrics = {"exact_match": float(_passed(records[0]))}
+    if len(records) == 1 and records[0]["candidates"]:  # a search's final candidates: not independent
+        metrics.update(candidate_metrics([_passed(c) for c in records[0]["candidates"]], independent=False))
+    else:
+        metrics.update(candidate_metrics([_passed(r) for r in records], independent=True))
+    metrics["forgeable"] = float(records[0]["execution"]["forgeable"])
+    metrics.update(record_metrics(records))
     return metrics

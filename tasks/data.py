@@ -8,8 +8,12 @@ scorers and search models treat all benchmarks alike:
 * ``moe_gold``: the reference answer (string); ``moe_solution``: a worked solution ending in
   ``\\boxed{gold}`` (used as the few-shot target).
 
-Splits: ``test``, and ``fewshot`` = the benchmark's training split where it has one (GSM8K), else the
-test split itself (lm-eval's sampler never shows a problem its own solution).
+Split: ``test``. Few-shot examples come from the benchmark's separate pool where it has one (GSM8K's
+training split, MBPP's prompt split, the demo's training problems), registered with
+:mod:`lm_eval_moe.tasks.fewshot` without any test problem, else from the other test problems: no prompt ever
+contains its own problem. C3PO's reference problems come from :func:`reference_pool`: a split disjoint from
+the test set (GSM8K train, MBPP validation, as in the paper), or none. Every load records where the rows came
+from (hub id, config and revision, or local file and sha256) for the results (:func:`provenance`).
 
 Local layout (as in ``tests/data``, the copies the tests use; see README)::
 
@@ -27,6 +31,7 @@ Local layout (as in ``tests/data``, the copies the tests use; see README)::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -39,6 +44,8 @@ import datasets
 
 from lm_eval_moe.scoring.equivalence import aime_integer, parse_number
 from lm_eval_moe.tasks import code_data
+from lm_eval_moe.problems import problem_key
+from lm_eval_moe.tasks.fewshot import register_pool
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ def _math500(row: dict[str, Any]) -> dict[str, Any]:
     return {"moe_question": row["problem"], "moe_gold": row["answer"], "moe_solution": row["solution"]}
 
 
-def _aime(problem_key: str, answer_key: str, solution_key: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _aime(question_key: str, answer_key: str, solution_key: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def normalise(row: dict[str, Any]) -> dict[str, Any]:
         value = aime_integer(str(row[answer_key]))
         if value is None:
@@ -80,7 +87,7 @@ def _aime(problem_key: str, answer_key: str, solution_key: str | None) -> Callab
         final = f"The final answer is $\\boxed{{{value}}}$."
         solution = (row.get(solution_key) or "").strip() if solution_key else ""
         return {
-            "moe_question": row[problem_key],
+            "moe_question": row[question_key],
             "moe_gold": str(value),
             "moe_solution": f"{solution}\n\n{final}" if solution else final,
         }
@@ -128,10 +135,13 @@ class Benchmark:
     local_test: str
     normalise: Callable[[dict[str, Any]], dict[str, Any]]
     hub_name: str | None = None
-    hub_train_split: str | None = None
+    hub_train_split: str | None = None  # the few-shot pool
     local_train: str | None = None
     keep: Callable[[dict[str, Any]], bool] | None = None
     keep_train: Callable[[dict[str, Any]], bool] | None = None
+    hub_reference_split: str | None = None  # C3PO's reference problems (disjoint from the test split)
+    local_reference: str | None = None
+    keep_reference: Callable[[dict[str, Any]], bool] | None = None
 
 
 def _benchmark(name: str, subject: str | None) -> Benchmark:
@@ -144,7 +154,8 @@ def _benchmark(name: str, subject: str | None) -> Benchmark:
         )
     table = {
         "gsm8k": Benchmark("openai/gsm8k", "test", "gsm8k/test.jsonl", _gsm8k, hub_name="main",
-                           hub_train_split="train", local_train="gsm8k/train.jsonl"),
+                           hub_train_split="train", local_train="gsm8k/train.jsonl",
+                           hub_reference_split="train", local_reference="gsm8k/train.jsonl"),
         "math500": Benchmark("HuggingFaceH4/MATH-500", "test", "math500/test.jsonl", _math500),
         "aime24": Benchmark("Maxwell-Jia/AIME_2024", "train", "aime24/aime_2024_problems.jsonl",
                             _aime("Problem", "Answer", "Solution")),
@@ -153,7 +164,9 @@ def _benchmark(name: str, subject: str | None) -> Benchmark:
         "humaneval": Benchmark("openai/openai_humaneval", "test", "humaneval/HumanEval.jsonl", code_data.humaneval),
         "mbpp": Benchmark("google-research-datasets/mbpp", "test", "mbpp/sanitized-mbpp-test.jsonl", code_data.mbpp,
                           hub_name="sanitized", hub_train_split="prompt", local_train="mbpp/sanitized-mbpp.jsonl",
-                          keep_train=lambda row: int(row["task_id"]) < 11),
+                          keep_train=lambda row: int(row["task_id"]) < 11,
+                          hub_reference_split="validation", local_reference="mbpp/sanitized-mbpp.jsonl",
+                          keep_reference=lambda row: 511 <= int(row["task_id"]) <= 600),
     }
     if name not in table:
         known = ", ".join(sorted([*table, "mmlu_redux", "livecodebench"]))
@@ -180,19 +193,53 @@ def _normalise(
 
 DEMO_TEST_PROBLEMS = 200
 DEMO_SEED = 20261122
+_PROVENANCE: dict[str, dict[str, Any]] = {}
+
+
+def provenance() -> dict[str, dict[str, Any]]:
+    """Where the rows of every benchmark loaded in this process came from (for the results)."""
+    return {name: dict(record) for name, record in _PROVENANCE.items()}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _local_record(paths: list[Path], rows: int) -> dict[str, Any]:
+    return {"source": "local", "files": {str(path): _file_sha256(path) for path in paths}, "rows": rows}
+
+
+def _hub_record(path: str, name: str | None, split: str, dataset: datasets.Dataset) -> dict[str, Any]:
+    """The hub commit the rows came from: datasets caches a download under a folder named by it."""
+    folders = [Path(f["filename"]).parent.name for f in getattr(dataset, "cache_files", [])]
+    revision = next((name for name in folders if re.fullmatch(r"[0-9a-f]{40}", name)), None)
+    return {"source": "hub", "dataset": path, "config": name, "split": split,
+            "revision": revision or "unresolved (not found in the cache path)",
+            "fingerprint": getattr(dataset, "_fingerprint", None), "rows": len(dataset)}
 
 
 def _demo_arith() -> datasets.DatasetDict:
-    """The demo's held-out problems (never in its training data: see lm_eval_moe.demo.arith)."""
+    """The demo's held-out problems (never in its training data: see lm_eval_moe.demo.arith); few-shot
+    examples come from its training problems."""
+    test = _demo_rows(held_out=True, count=DEMO_TEST_PROBLEMS)
+    register_pool("demo_arith", list(_demo_rows(held_out=False, count=50)), list(test))
+    _PROVENANCE["demo_arith"] = {"source": "generated", "generator": "lm_eval_moe.demo.arith.problems",
+                                 "seed": DEMO_SEED + 1, "rows": len(test)}
+    return datasets.DatasetDict({"test": test})
+
+
+def _demo_rows(held_out: bool, count: int) -> datasets.Dataset:
+    """Held-out (test) or training-distribution problems of the demo (disjoint: lm_eval_moe.demo.arith)."""
     from lm_eval_moe.demo.arith import problems
 
-    def rows(held_out: bool, count: int) -> datasets.Dataset:
-        return datasets.Dataset.from_list([
-            {"moe_id": f"demo_arith/{i}", "moe_question": p.question, "moe_gold": str(p.answer), "moe_solution": p.solution}
-            for i, p in enumerate(problems(DEMO_SEED + held_out, count, held_out=held_out))
-        ])
-
-    return datasets.DatasetDict({"test": rows(True, DEMO_TEST_PROBLEMS), "fewshot": rows(False, 50)})
+    return datasets.Dataset.from_list([
+        {"moe_id": f"demo_arith/{i}", "moe_question": p.question, "moe_gold": str(p.answer), "moe_solution": p.solution}
+        for i, p in enumerate(problems(DEMO_SEED + held_out, count, held_out=held_out))
+    ])
 
 
 def _livecodebench(release: str, start_date: str | None, end_date: str | None) -> datasets.DatasetDict:
@@ -220,7 +267,11 @@ def _livecodebench(release: str, start_date: str | None, end_date: str | None) -
     test = _normalise("livecodebench", code_data.livecodebench, rows, f"LiveCodeBench {release}", keep=in_window)
     if len(test) == 0:
         raise TaskDataError(f"no LiveCodeBench {release} problem between {start_date} and {end_date}")
-    return datasets.DatasetDict({"test": test, "fewshot": test})
+    record = (_local_record([Path(s) for s in sources], len(test)) if data_dir else
+              {"source": "hub", "dataset": "livecodebench/code_generation_lite", "files": files, "revision": "main",
+               "rows": len(test)})
+    _PROVENANCE["livecodebench"] = {**record, "release": release, "start_date": start_date, "end_date": end_date}
+    return datasets.DatasetDict({"test": test})
 
 
 def _local_split(data_dir: Path, relative: str) -> datasets.Dataset:
@@ -228,6 +279,21 @@ def _local_split(data_dir: Path, relative: str) -> datasets.Dataset:
     if not path.is_file():
         raise TaskDataError(f"{DATA_DIR_ENV}={data_dir} has no {relative} (expected layout: see lm_eval_moe/tasks/data.py)")
     return datasets.load_dataset("json", data_files={"test": str(path)}, split="test")
+
+
+def _split(spec: Benchmark, hub_split: str | None, local: str | None, optional: bool) -> tuple[datasets.Dataset | None, dict]:
+    """One split of a benchmark, from ``LM_EVAL_MOE_DATA_DIR`` or the hub, and its provenance record."""
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if local is None or (optional and not (root / local).is_file()):
+            return None, {}
+        rows = _local_split(root, local)
+        return rows, _local_record([root / local], len(rows))
+    if hub_split is None:
+        return None, {}
+    rows = datasets.load_dataset(spec.hub_path, spec.hub_name, split=hub_split)
+    return rows, _hub_record(spec.hub_path, spec.hub_name, hub_split, rows)
 
 
 def load_benchmark(
@@ -245,19 +311,35 @@ def load_benchmark(
     if benchmark == "demo_arith":
         return _demo_arith()
     spec = _benchmark(benchmark, subject)
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    if data_dir:
-        root = Path(data_dir).expanduser()
-        test, origin = _local_split(root, spec.local_test), str(root / spec.local_test)
-        train = _local_split(root, spec.local_train) if spec.local_train and (root / spec.local_train).is_file() else None
-    else:
-        hub = datasets.load_dataset(spec.hub_path, spec.hub_name)
-        test, origin = hub[spec.hub_test_split], f"{spec.hub_path}[{spec.hub_test_split}]"
-        train = hub[spec.hub_train_split] if spec.hub_train_split else None
-    test = _normalise(benchmark, spec.normalise, test, origin, spec.keep)
+    raw, record = _split(spec, spec.hub_test_split, spec.local_test, optional=False)
+    test = _normalise(benchmark, spec.normalise, raw, benchmark, spec.keep)
+    train, _ = _split(spec, spec.hub_train_split, spec.local_train, optional=True)
     if train is not None:
-        fewshot = _normalise(benchmark, spec.normalise, train, f"{origin} (train)", spec.keep_train)
+        pool = _normalise(benchmark, spec.normalise, train, f"{benchmark} (few-shot pool)", spec.keep_train)
+        removed = register_pool(benchmark, list(pool), list(test))
+        if removed:
+            logger.info("%s: %d few-shot pool problems also in the test set are never used", benchmark, removed)
+    key = f"{benchmark}/{subject}" if subject else benchmark
+    _PROVENANCE[key] = {**record, "rows": len(test)}
+    return datasets.DatasetDict({"test": test})
+
+
+#: C3PO reference problems of the demo: training-distribution problems (the demo's test problems are held out).
+DEMO_REFERENCE_PROBLEMS = 500
+
+
+def reference_pool(benchmark: str) -> datasets.Dataset:
+    """C3PO's reference problems: a split disjoint from the test set (the paper's GSM8K train, MBPP
+    validation; the demo's training distribution); any problem whose question is also a test question is
+    dropped."""
+    if benchmark == "demo_arith":
+        pool = _demo_rows(held_out=False, count=DEMO_REFERENCE_PROBLEMS)
     else:
-        fewshot = test
-        logger.debug("%s has no training split: few-shot examples come from other test problems", benchmark)
-    return datasets.DatasetDict({"test": test, "fewshot": fewshot})
+        spec = _benchmark(benchmark, None)
+        raw, _ = _split(spec, spec.hub_reference_split, spec.local_reference, optional=True)
+        if raw is None:
+            raise TaskDataError(f"{benchmark} has no split disjoint from its test set for C3PO references "
+                                "(available for: gsm8k (train), mbpp (validation), demo_arith (training problems))")
+        pool = _normalise(benchmark, spec.normalise, raw, f"{benchmark} (references)", spec.keep_reference)
+    test_keys = {problem_key(doc) for doc in load_benchmark(benchmark)["test"]}
+    return pool.filter(lambda doc: problem_key(doc) not in test_keys)

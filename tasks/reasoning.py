@@ -4,14 +4,14 @@ Prompts are zero-shot chain of thought with the final answer in ``\\boxed{}`` (a
 and steps separated by a blank line, the step format both PRMs expect. They read the same with and
 without ``--apply_chat_template``.
 
-Scoring (``process_results``) returns, for every task, the same metric names so that group
-aggregates are complete: ``exact_match`` (the selected answer), ``maj@k``, ``pass@k``, ``precision``
-over the candidates (see :mod:`lm_eval_moe.scoring.metrics`), ``num_candidates``, plus the cost of the
-request when the model reports it (our model classes do; lm-eval's own do not).
+Scoring (``process_results``): ``exact_match`` (the selected answer), ``coverage`` (any candidate
+correct), ``precision``, ``num_candidates`` and, when the candidates are independent samples, unbiased
+``pass@k`` and ``maj@k`` (see :mod:`lm_eval_moe.scoring.metrics`), plus the cost of the request when the
+model reports it (our model classes do; lm-eval's own do not).
 
-Candidates are, in order of precedence: the final candidates a search model attached to its
-response; the ``repeats`` responses of the request (self-consistency: the selected answer is then
-their majority); the single response.
+Candidates are either the final candidates a search model attached to its response (not independent),
+or the responses of the request: its ``repeats`` (self-consistency: the selected answer is then their
+majority) or the single response.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from lm_eval_moe.response import real_responses, response_meta
+from lm_eval_moe.response import SampleRecord, real_responses, record_metrics, request_records, sample_record
 from lm_eval_moe.scoring import CHECKERS, Verdict, majority_index, sample_metrics
 
 MATH_INSTRUCTION = (
@@ -31,12 +31,6 @@ MATH_INSTRUCTION = (
 CHOICE_INSTRUCTION = (
     "Answer the following multiple choice question about {subject}. Think step by step, separating the "
     "steps with a blank line, then give the letter of the correct option within \\boxed{{}}."
-)
-
-#: Cost fields copied from a response's metadata into the sample metrics (summed over repeats).
-COST_METRICS = (
-    "generated_tokens", "prompt_tokens", "verifier_tokens", "routed_expert_tokens", "shared_expert_tokens",
-    "flops", "extra_flops",
 )
 
 
@@ -54,11 +48,12 @@ def worked_solution(doc: dict[str, Any]) -> str:
 
 
 class KeepAll(Filter):
-    """Keeps every response of a request: lm-eval's default filter keeps only the first, which would
-    silently drop all but one of the ``repeats`` (self-consistency)."""
+    """Keeps every response of a request, each as a :class:`~lm_eval_moe.response.SampleRecord` (so the
+    logged samples keep a search's candidates): lm-eval's default filter keeps only the first response,
+    which would silently drop all but one of the ``repeats`` (self-consistency)."""
 
-    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        return [real_responses(responses) for responses in resps]
+    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[SampleRecord]]:
+        return [[sample_record(response) for response in real_responses(responses)] for responses in resps]
 
 
 def _select(verdicts: Sequence[Verdict]) -> Verdict:
@@ -67,40 +62,16 @@ def _select(verdicts: Sequence[Verdict]) -> Verdict:
 
 
 def score_sample(doc: dict[str, Any], results: Sequence[Any], check: Callable[[str, str], Verdict]) -> dict[str, float]:
-    if len(results) == 1 and isinstance(results[0], list):  # one request, all its repeats (KeepAll)
-        results = results[0]
+    records = request_records(results)
     gold = str(doc["moe_gold"])
-    verdicts = [check(str(response), gold) for response in results]
+    verdicts = [check(record["response"], gold) for record in records]
     selected = verdicts[0] if len(verdicts) == 1 else _select(verdicts)
-    search_candidates = response_meta(results[0]).get("candidates") if len(results) == 1 else None
-    if search_candidates:
-        candidates = [check(str(candidate["text"]), gold) for candidate in search_candidates]
+    if len(records) == 1 and records[0]["candidates"]:  # a search's final candidates: not independent
+        candidates = [check(str(candidate["text"]), gold) for candidate in records[0]["candidates"]]
+        metrics = sample_metrics(selected, candidates, independent=False)
     else:
-        candidates = verdicts
-    metrics = sample_metrics(selected, candidates)
-    metas = [response_meta(response) for response in results]
-    for name in COST_METRICS:
-        values = [meta["cost"][name] for meta in metas if name in meta.get("cost", {})]
-        if values:
-            metrics[name] = float(sum(values))
-    metrics.update(routing_metrics(metas[0]))
-    return metrics
-
-
-def routing_metrics(meta: dict[str, Any]) -> dict[str, float]:
-    """Search and rerouting facts of a response, as sample metrics (read by the leaderboard plots)."""
-    metrics = {}
-    search = meta.get("search") or {}
-    if "avg_expert_count" in search:
-        metrics["avg_expert_count"] = float(search["avg_expert_count"])
-    selected = meta.get("selected")
-    if selected and selected.get("expert_count") is not None:
-        k = selected["expert_count"]
-        metrics["selected_expert_count"] = float(sum(k) / len(k)) if isinstance(k, list) else float(k)
-    entropy = (meta.get("reroute") or {}).get("block_entropy") or []
-    if entropy:
-        metrics["router_entropy_first_block"] = float(entropy[0])
-        metrics["router_entropy_last_block"] = float(entropy[-1])
+        metrics = sample_metrics(selected, verdicts, independent=True)
+    metrics.update(record_metrics(records))
     return metrics
 
 

@@ -17,6 +17,8 @@ from lm_eval_moe.scoring.code.livecodebench import UnsafePickle, decode_private_
 from lm_eval_moe.tasks import code as code_task
 from lm_eval_moe.tasks.code_data import MBPP_IN_SANDBOX, mbpp, problem_from_doc
 from lm_eval_moe.tasks.data import DATA_DIR_ENV, TaskDataError, load_benchmark
+from lm_eval_moe.problems import problem_key
+from lm_eval_moe.tasks.fewshot import registered_pool
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,12 @@ def test_the_in_sandbox_list_is_exactly_what_the_proxy_cannot_judge(runner, benc
     assert {r0["task_id"] for r0, r in zip(rows, results) if not r.passed} == set(MBPP_IN_SANDBOX)
 
 
-def test_mbpp_test_split_is_the_257_evaluation_problems():
+def test_mbpp_test_split_is_the_257_evaluation_problems_and_few_shot_comes_from_the_prompt_split():
     data = load_benchmark("mbpp")
-    assert len(data["test"]) == 257 and 1 <= len(data["fewshot"]) <= 10
+    assert list(data) == ["test"] and len(data["test"]) == 257
+    pool = registered_pool("mbpp")
+    assert 1 <= len(pool) <= 10
+    assert not {problem_key(d) for d in pool} & {problem_key(d) for d in data["test"]}
 
 
 def test_livecodebench_rows_decode_and_judge(runner):
@@ -152,9 +157,11 @@ def test_code_tasks_run_on_a_tiny_model_with_group_aggregates(tiny_model_dir):
         task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata={"release": "release_v2"}),
     )
     for task in ("moe_humaneval", "moe_mbpp", "moe_livecodebench", "moe_code"):
-        for metric in ("exact_match", "pass@1", "pass@k", "precision"):
+        for metric in ("exact_match", "pass@1", "coverage", "precision"):
             assert f"{metric},none" in out["results"][task], (task, metric)
     sample = out["samples"]["moe_humaneval"][0]
-    execution = sample["filtered_resps"][0][0]["execution"]
+    record = sample["filtered_resps"][0][0]
+    assert json.loads(str(record)) == record  # what --log_samples writes: the record as JSON
+    execution = record["execution"]
     assert execution["outcome"] in ("failed", "runtime_error", "compile_error") and execution["tests"] is not None
     assert sample["generated_tokens"] > 0

@@ -11,7 +11,7 @@ from lm_eval_moe.cli import main
 from lm_eval_moe.reproduce.recipe import RecipeError, available, load_recipe
 
 EXPECTED_RUNS = {"des_main": 4 * 2 * 4 * 7, "reroute_table1": 3 * 5 * 5 - 3, "reroute_table2": 25,
-                 "reroute_table4": 15 - 2, "reroute_table5": 2 * 3 * 2}
+                 "reroute_table4": 15 - 2, "reroute_table5": 2 * 2}
 
 
 @pytest.mark.parametrize("name", available())
@@ -36,7 +36,7 @@ def test_every_recipe_dry_runs_with_its_model_args(name, capsys, tmp_path):
 def test_published_numbers_are_the_papers():
     table1 = load_recipe("reroute_table1").published
     assert table1["deepseek-v2-lite/rerouting/HumanEval"] == 54.26 and table1["olmoe/baseline/GSM8K"] == 51.48
-    assert load_recipe("reroute_table5").published["gpt-oss-20b/rerouting/k8/AIME25#maj@k"] == 83.33
+    assert load_recipe("reroute_table5").published["gpt-oss-20b/rerouting/AIME25#maj@8"] == 83.33
     des = load_recipe("des_main").published
     assert des["qwen3-30b-a3b/qwen-prm/des/MATH500"] == 93.2 and len(des) == 16  # the retrievable cells only
 
@@ -52,10 +52,10 @@ dimensions:
     greedy: {{model: moe_hf}}
     sampled: {{model: moe_hf, repeats: 2, gen_kwargs: "do_sample=true,temperature=0.8"}}
   task:
-    arith: {{task: moe_demo_arith, metric: [exact_match, pass@k]}}
+    arith: {{task: moe_demo_arith, metric: [exact_match, pass@2]}}
 published:
   demo/greedy/arith#exact_match: 50.0
-  demo/sampled/arith#pass@k: {published_pass}
+  demo/sampled/arith#pass@2: {published_pass}
 """
 
 
@@ -69,8 +69,8 @@ def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
     assert "0 finished, 2 to run" in printed
     assert (out / "_tasks" / "moe_demo_arith_x2.yaml").is_file()
     rows = {row[0]: row for row in list(csv.reader((out / "report.csv").read_text().splitlines()))[1:]}
-    assert set(rows) == {"demo/greedy/arith#exact_match", "demo/greedy/arith#pass@k", "demo/sampled/arith#exact_match",
-                         "demo/sampled/arith#pass@k"}
+    assert set(rows) == {"demo/greedy/arith#exact_match", "demo/greedy/arith#pass@2", "demo/sampled/arith#exact_match",
+                         "demo/sampled/arith#pass@2"}
     (greedy_results,) = (out / "demo/greedy/arith").rglob("results_*.json")
     ours = json.loads(greedy_results.read_text())["results"]["moe_demo_arith"]["exact_match,none"] * 100
     row = rows["demo/greedy/arith#exact_match"]
@@ -79,6 +79,7 @@ def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
     (sampled_samples,) = (out / "demo/sampled/arith").rglob("samples_moe_demo_arith_x2_*.jsonl")
     assert all(json.loads(line)["num_candidates"] == 2 for line in sampled_samples.read_text().splitlines())
     assert rows["demo/sampled/arith#exact_match"][4] == ""  # no published number: left empty, never invented
+    assert rows["demo/greedy/arith#pass@2"][7] == "metric missing"  # one sample: no pass@2, never a stand-in
 
     # rerunning resumes: nothing left to run, the same table
     assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(out)]) == 0
@@ -98,7 +99,7 @@ def test_bad_recipes_are_refused_with_the_reason(tmp_path, capsys):
     bad.write_text(TINY_RECIPE.format(published_pass=60.0).replace("repeats: 2", "repeat: 2"))
     assert main(["reproduce", str(bad), "--dry-run"]) == 2
     assert "unknown setting(s) repeat" in capsys.readouterr().out
-    bad.write_text(TINY_RECIPE.format(published_pass=60.0).replace("demo/sampled/arith#pass@k", "demo/other/arith"))
+    bad.write_text(TINY_RECIPE.format(published_pass=60.0).replace("demo/sampled/arith#pass@2", "demo/other/arith"))
     with pytest.raises(RecipeError, match="published numbers for runs the recipe does not have: demo/other/arith"):
         load_recipe(str(bad)).runs()
     assert main(["reproduce", "no_such_recipe", "--dry-run"]) == 2
@@ -109,5 +110,5 @@ def test_bad_recipes_are_refused_with_the_reason(tmp_path, capsys):
 def test_only_accuracy_like_metrics_are_scaled_to_percent():
     from lm_eval_moe.reproduce.report import is_rate
 
-    assert all(is_rate(k) for k in ("exact_match,none", "pass@k,none", "maj@k,none", "precision,none", "acc,none"))
+    assert all(is_rate(k) for k in ("exact_match,none", "pass@4,none", "maj@4,none", "coverage,none", "precision,none", "acc,none"))
     assert not any(is_rate(k) for k in ("generated_tokens,none", "flops,none", "avg_expert_count,none"))

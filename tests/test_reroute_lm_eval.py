@@ -43,7 +43,7 @@ def test_repeats_and_fewshot_with_rerouting(tiny_model_dir):
     sample = out["samples"]["moe_gsm8k"][0]
     assert len(sample["resps"][0]) == 3 and sample["num_candidates"] == 3.0
     assert sample["arguments"][0][0].count("Problem:") == 2  # one in-context example + the question
-    assert sample["extra_flops"] > 0 and "maj@k,none" in out["results"]["moe_gsm8k"]
+    assert sample["extra_flops"] > 0 and "maj@3,none" in out["results"]["moe_gsm8k"]
     settings = out["config"]["lm_eval_moe"]
     assert settings["model_class"] == "moe_reroute" and settings["steps"] == 2
 

@@ -149,12 +149,14 @@ def test_choice_not_fooled_by_first_capital_letter():
     assert check("A careful reading shows the answer is (B).", "B").correct
 
 
-def test_sample_metrics_majority_precision_pass():
+def test_sample_metrics_majority_precision_coverage():
     verdicts = [check_numeric(boxed(x), "7") for x in ["7", "8", "8", "7", "7"]]
-    metrics = sample_metrics(verdicts[1], verdicts)
-    assert metrics == {"exact_match": 0.0, "pass@k": 1.0, "maj@k": 1.0, "precision": 0.6, "num_candidates": 5.0}
+    metrics = sample_metrics(verdicts[1], verdicts, independent=False)
+    assert metrics == {"exact_match": 0.0, "coverage": 1.0, "precision": 0.6, "num_candidates": 5.0}
+    independent = sample_metrics(verdicts[1], verdicts, independent=True)
+    assert independent["pass@1"] == pytest.approx(0.6) and independent["maj@5"] == 1.0
     none = [check_numeric("no answer", "7")] * 2
-    assert sample_metrics(none[0], none)["maj@k"] == 0.0
+    assert sample_metrics(none[0], none, independent=True)["maj@2"] == 0.0
 
 
 def test_checks_are_safe_from_threads():

@@ -189,8 +189,8 @@ def test_token_and_flops_accounting_equals_an_independent_count(policy, verifier
 
 
 def test_final_rules():
-    cands = [Candidate("a", K2, 0.9, (), "eos", "1"), Candidate("b", K2, 0.2, (), "eos", "2"),
-             Candidate("c", K2, 0.3, (), "eos", "2"), Candidate("d", K2, 0.35, (), "eos", "2")]
+    cands = [Candidate("a", K2, 0.9, (), 1, "eos", "1"), Candidate("b", K2, 0.2, (), 1, "eos", "2"),
+             Candidate("c", K2, 0.3, (), 1, "eos", "2"), Candidate("d", K2, 0.35, (), 1, "eos", "2")]
     assert select_final(cands, "prm_best").text == "a"
     assert select_final(cands, "majority").text == "d"  # answer 2 wins 3:1; its best candidate
     assert select_final(cands, "weighted").text == "a"  # 0.9 vs 0.85

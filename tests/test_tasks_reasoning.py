@@ -91,8 +91,8 @@ def test_every_task_runs_on_a_tiny_model_with_group_aggregates(tiny_model_dir, d
     leaves = [name for name in out["results"] if name not in groups]
     assert len(leaves) == 5 + 57 + 3 and groups <= set(out["results"])
     for group in groups:
-        metrics = ["exact_match", "pass@k", "precision"]
-        metrics += ["pass@1"] if group == "moe_code" else [] if group == "moe_reasoning" else ["maj@k"]
+        metrics = ["exact_match", "coverage", "pass@1", "precision"]
+        metrics += [] if group in ("moe_code", "moe_reasoning") else ["maj@1"]
         for metric in metrics:
             assert f"{metric},none" in out["results"][group], (group, metric)
     sample = out["samples"]["moe_gsm8k"][0]
@@ -113,6 +113,20 @@ def test_fewshot_uses_gsm8k_worked_solutions_not_the_problem_itself():
     assert context.count(doc["moe_question"]) == 1
 
 
+def test_logged_samples_keep_every_search_candidate():
+    """What --log_samples writes (lm-eval's own sanitising and JSON dump) still holds the candidates."""
+    from lm_eval.utils import handle_non_serializable, sanitize_list
+
+    candidates = [{"text": _answer(x), "expert_count": k, "score": 0.5, "step_scores": [0.5], "step_count": 3,
+                   "finish_reason": "eos", "answer": x} for x, k in (("8", 2), ("7", 4))]
+    response = MoEResponse(_answer("8"), {"candidates": candidates, "cost": {"flops": 5.0}})
+    filtered = reasoning.KeepAll().apply([[response]], [{"moe_gold": "7"}])
+    logged = json.loads(json.dumps(sanitize_list(filtered), default=handle_non_serializable))
+    record = json.loads(logged[0][0])
+    assert record["response"] == _answer("8") and record["candidates"] == candidates and record["cost"] == {"flops": 5.0}
+    assert reasoning.process_numeric({"moe_gold": "7"}, filtered)["coverage"] == 1.0
+
+
 def test_scores_plain_strings_from_other_models_without_cost_metrics():
     doc = {"moe_gold": "7"}
     metrics = reasoning.process_numeric(doc, ["The answer is \\boxed{7}."])
@@ -125,7 +139,8 @@ def test_repeats_select_the_majority_and_search_candidates_count():
     assert reasoning.process_numeric(doc, repeats)["exact_match"] == 1.0
     search = MoEResponse(_answer("8"), {"candidates": [{"text": _answer(x)} for x in "8787"], "cost": {"flops": 5.0}})
     metrics = reasoning.process_numeric(doc, [search])
-    assert metrics["exact_match"] == 0.0 and metrics["pass@k"] == 1.0 and metrics["precision"] == 0.5
+    assert metrics["exact_match"] == 0.0 and metrics["coverage"] == 1.0 and metrics["precision"] == 0.5
+    assert not any(name.startswith(("pass@", "maj@")) for name in metrics)  # search candidates are not independent
     assert metrics["flops"] == 5.0
 
 

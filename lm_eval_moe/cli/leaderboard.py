@@ -2,7 +2,7 @@
 
     lm-eval-moe leaderboard results/ other_run/results_2026-11-22T10-00-00.json --output leaderboard/
 
-Rows are model x method x task; columns accuracy +- standard error, precision, pass@N, generated tokens,
+Rows are model x method x task; columns accuracy +- standard error, precision, coverage (any of the N candidates correct), generated tokens,
 FLOPs and average k (the last four from our models only). Plots: accuracy vs FLOPs and vs tokens per
 method and task, the distribution of the chosen k, router entropy of rerouting runs.
 """

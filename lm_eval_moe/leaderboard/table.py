@@ -1,7 +1,7 @@
 """One table of model x method x task from many runs, as Markdown, CSV and a self-contained HTML page.
 
 Columns: accuracy (the task's first accuracy metric: ``exact_match``, ``pass@1``, ``acc``, ...) with its
-standard error, precision, pass@N, mean generated tokens, mean FLOPs and average k per sample (our runs
+standard error, precision, coverage (any candidate correct), mean generated tokens, mean FLOPs and average k per sample (our runs
 only; lm-eval's own models leave these empty), and the number of samples.
 """
 
@@ -26,7 +26,7 @@ class Row:
     accuracy: float | None
     stderr: float | None
     precision: float | None
-    pass_at_n: float | None
+    coverage: float | None
     tokens: float | None
     flops: float | None
     avg_k: float | None
@@ -34,7 +34,7 @@ class Row:
     source: str
 
 
-COLUMNS = ("model", "method", "task", "metric", "accuracy", "stderr", "precision", "pass@N", "tokens", "FLOPs", "avg k",
+COLUMNS = ("model", "method", "task", "metric", "accuracy", "stderr", "precision", "coverage", "tokens", "FLOPs", "avg k",
            "n", "source")
 
 
@@ -49,7 +49,7 @@ def rows(runs: Sequence[Run], include_groups: bool = True) -> list[Row]:
                 model=run.model, method=run.method, task=name, metric=key or "",
                 accuracy=task.metrics.get(key) if key else None,
                 stderr=task.stderr.get(key) if key else None,
-                precision=task.value("precision"), pass_at_n=task.value("pass@k"),
+                precision=task.value("precision"), coverage=task.value("coverage"),
                 tokens=task.value("generated_tokens"), flops=task.value("flops"),
                 avg_k=task.value("avg_expert_count"), samples=task.samples_count, source=str(run.path),
             ))
@@ -61,7 +61,7 @@ def _cells(row: Row) -> list[str]:
         return "" if value is None else f"{value:.{digits}f}"
 
     return [row.model, row.method, row.task, row.metric, number(row.accuracy), number(row.stderr),
-            number(row.precision), number(row.pass_at_n), number(row.tokens, 1),
+            number(row.precision), number(row.coverage), number(row.tokens, 1),
             "" if row.flops is None else f"{row.flops:.3e}", number(row.avg_k, 2),
             "" if row.samples is None else str(row.samples), row.source]
 

@@ -72,7 +72,7 @@ def _model_args(args: dict) -> str:
 
 
 def fill(template: str, spec: RunSpec, output: Path) -> str:
-    fields = {**{k: str(v) for k, v in spec.model_args.items()}, **spec.values, "output": str(output),
+    fields = {**{k: str(v) for k, v in spec.model_args.items()}, **spec.values, **spec.fields, "output": str(output),
               "run_id": spec.run_id.replace("/", "_"), "task": spec.task}
     try:
         return template.format(**fields)

@@ -19,7 +19,8 @@ Settings of a value: ``model`` (lm_eval model class), ``args`` (model args, merg
 (a name, or a list of names read from the same run),
 ``num_fewshot``, ``gen_kwargs`` (lm_eval --gen_kwargs string), ``repeats`` (a task variant is written),
 ``lm_eval`` (extra lm_eval flags, merged), ``prepare`` (``command`` and ``creates``: a step run once
-before the run when the file it creates is missing; ``{field}`` placeholders are filled from the run).
+before the run when the file it creates is missing; ``{field}`` placeholders are filled from the run),
+``fields`` (extra placeholders for ``prepare``, merged; e.g. the task C3PO's references come from).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any
 
 import yaml
 
-SETTING_KEYS = {"model", "args", "task", "metric", "num_fewshot", "gen_kwargs", "repeats", "lm_eval", "prepare", "note"}
-MERGED_KEYS = ("args", "lm_eval")
+SETTING_KEYS = {"model", "args", "task", "metric", "num_fewshot", "gen_kwargs", "repeats", "lm_eval", "prepare", "fields",
+                "note"}
+MERGED_KEYS = ("args", "lm_eval", "fields")
 
 
 class RecipeError(ValueError):
@@ -55,6 +57,7 @@ class RunSpec:
     repeats: int | None = None
     lm_eval: dict[str, Any] = field(default_factory=dict)
     prepare: dict[str, str] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def row_ids(self) -> list[tuple[str, str | None]]:
         """(row id, metric) of each number this run reports: the run id, or run_id#metric for several."""
@@ -82,7 +85,7 @@ class Recipe:
             values = {d: value for d, (value, _) in zip(names, combination)}
             if any(all(values.get(k) == v for k, v in rule.items()) for rule in self.exclude):
                 continue
-            merged: dict[str, Any] = {"args": {}, "lm_eval": {}}
+            merged: dict[str, Any] = {key: {} for key in MERGED_KEYS}
             for _, settings in combination:
                 for key, value in settings.items():
                     if key in MERGED_KEYS:
@@ -97,6 +100,7 @@ class Recipe:
                 run_id=run_id, values=values, model=merged["model"], model_args=merged["args"], task=merged["task"],
                 metrics=_metrics(merged.get("metric")), num_fewshot=merged.get("num_fewshot"), gen_kwargs=merged.get("gen_kwargs"),
                 repeats=merged.get("repeats"), lm_eval=merged["lm_eval"], prepare=merged.get("prepare"),
+                fields=merged["fields"],
             ))
         unknown = sorted(set(self.published) - {row for s in specs for row, _ in s.row_ids()})
         if unknown:

@@ -30,7 +30,7 @@ def is_rate(metric_key: str) -> bool:
     """Accuracy-like metrics (shares of samples), which the recipe's ``metric_scale`` turns into percent;
     costs (tokens, FLOPs, k) keep their units."""
     name = metric_key.split(",", 1)[0]
-    return name in ("exact_match", "precision", "acc", "acc_norm") or name.startswith(("pass@", "maj@"))
+    return name in ("exact_match", "coverage", "precision", "acc", "acc_norm") or name.startswith(("pass@", "maj@"))
 
 
 def report_rows(recipe: Recipe, spec: RunSpec, output: Path) -> list[ReportRow]:

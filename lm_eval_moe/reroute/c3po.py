@@ -16,6 +16,7 @@ Deviations from the paper (its public code is partial), stated here and in the R
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,43 @@ import torch.nn.functional as F
 from lm_eval_moe.moe import DynamicMoE
 
 
+class ReferenceSetError(ValueError):
+    """A reference set that cannot be used for this evaluation (the message says why)."""
+
+
 @dataclass
 class ReferenceSet:
+    """``metadata`` holds how the set was built (``lm-eval-moe c3po-build``), including ``question_hashes``
+    (``lm_eval_moe.problems.problem_hash`` of each reference) and ``apply_chat_template``."""
+
     embeddings: torch.Tensor  # (references, hidden), unit norm
     routing: torch.Tensor  # (references, layers, experts)
     layers: list[int]  # MoE layer indices the routing belongs to
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def check_provenance(self, source: str) -> None:
+        """Refuses a set that does not record what the evaluation checks it against."""
+        missing = [key for key in ("question_hashes", "apply_chat_template") if key not in self.metadata]
+        if missing:
+            raise ReferenceSetError(f"{source} does not record {', '.join(missing)}, so it cannot be checked "
+                                    "against the evaluation: rebuild it with lm-eval-moe c3po-build")
+
+    def check_disjoint(self, evaluated_hashes: set[str], source: str) -> None:
+        """Refuses a set that holds an evaluated problem: its nearest neighbour would be itself."""
+        overlap = evaluated_hashes & set(self.metadata["question_hashes"])
+        if overlap:
+            raise ReferenceSetError(f"{source} holds {len(overlap)} of the evaluated problems: references must "
+                                    "come from a split disjoint from the evaluated one (lm-eval-moe c3po-build "
+                                    "draws them from one)")
+
+    def check_prompt_format(self, apply_chat_template: bool, source: str) -> None:
+        """Refuses a set built with prompts in another format than the evaluation's."""
+        built = bool(self.metadata["apply_chat_template"])
+        if built != apply_chat_template:
+            raise ReferenceSetError(
+                f"{source} was built with apply_chat_template={built}, the evaluation uses "
+                f"{apply_chat_template}: the question embeddings would compare different prompt formats "
+                "(rebuild with the same --apply_chat_template choice)")
 
     def save(self, path: str | Path) -> None:
         torch.save({"embeddings": self.embeddings, "routing": self.routing, "layers": self.layers,
@@ -39,8 +71,11 @@ class ReferenceSet:
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceSet:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(data["embeddings"], data["routing"], list(data["layers"]), dict(data["metadata"]))
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(data["embeddings"], data["routing"], list(data["layers"]), dict(data["metadata"]))
+        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as error:
+            raise ReferenceSetError(f"{path} is not a reference set written by lm-eval-moe c3po-build ({error!r})") from None
 
     def neighbour_routing(self, embeddings: torch.Tensor, neighbours: int = 3, bandwidth: float = 0.1) -> torch.Tensor:
         """(batch, layers, experts): kernel-weighted average routing of each query's nearest references."""

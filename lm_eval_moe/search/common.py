@@ -95,6 +95,7 @@ class Candidate:
     expert_count: tuple[int, ...]
     score: float
     step_scores: tuple[float, ...]
+    step_count: int  # expansions the path went through: reasoning steps in step-wise search, 1 in Best-of-N
     finish_reason: str
     answer: str | None  # majority-vote key of the extracted answer
 
@@ -105,6 +106,7 @@ class Candidate:
             "expert_count": counts[0] if len(set(counts)) == 1 else list(counts),
             "score": self.score,
             "step_scores": list(self.step_scores),
+            "step_count": self.step_count,
             "finish_reason": self.finish_reason,
             "answer": self.answer,
         }
@@ -166,6 +168,7 @@ def candidate(node: Node, scores: StepScores | None, config: SearchConfig, reaso
         expert_count=node.expert_count,
         score=aggregate(step_scores, config.aggregation) if scores is not None else 0.0,
         step_scores=tuple(step_scores),
+        step_count=node.depth,
         finish_reason=reason or node.finish_reason,
         answer=answer_key(node.text),
     )

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from lm_eval_moe.scoring.metrics import REPORTED_K
+
 SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology college_chemistry "
     "college_computer_science college_mathematics college_medicine college_physics computer_security "
@@ -24,14 +26,12 @@ dataset_kwargs:
   subject: {subject}
 """
 
-GROUP_METRICS = """aggregate_metric_list:
-  - {metric: exact_match, aggregation: mean, weight_by_size: true}
-  - {metric: maj@k, aggregation: mean, weight_by_size: true}
-  - {metric: pass@k, aggregation: mean, weight_by_size: true}
-  - {metric: precision, aggregation: mean, weight_by_size: true}
-metadata:
-  version: 1.0
-"""
+GROUP_METRICS = ["exact_match", "coverage", "precision"] + [f"{name}@{k}" for name in ("pass", "maj") for k in REPORTED_K]
+
+
+def group_metrics() -> str:
+    lines = "".join(f"  - {{metric: {metric}, aggregation: mean, weight_by_size: true}}\n" for metric in GROUP_METRICS)
+    return f"aggregate_metric_list:\n{lines}metadata:\n  version: 1.0\n"
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     tasks = "".join(f"  - moe_mmlu_redux_{subject}\n" for subject in SUBJECTS)
     (folder / "moe_mmlu_redux.yaml").write_text(
         "# MMLU-redux 2.0 (edinburgh-dawg/mmlu-redux-2.0, error_type == ok), 57 subjects.\n"
-        f"group: moe_mmlu_redux\ntask:\n{tasks}{GROUP_METRICS}"
+        f"group: moe_mmlu_redux\ntask:\n{tasks}{group_metrics()}"
     )
 
 
