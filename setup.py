@@ -8,8 +8,11 @@
    import observer (``lm_eval_moe/_lm_eval_hook.py``); nothing heavy runs at interpreter start.
    For PEP 660 editable installs setuptools drops files copied into build_lib, so the file is written
    into the editable wheel's root instead.
+3. A built (non-editable) install gets ``lm_eval_moe/_build_commit.txt``, the git commit it was built from,
+   which results record (``lm_eval_moe/provenance.py``; an editable install reads its live checkout).
 """
 
+import subprocess
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -23,6 +26,22 @@ PTH_LINE = (
     'except Exception as e:\\n sys.stderr.write(f\'lm_eval_moe.pth: hook not installed ({e!r}); '
     'lm_eval will not see moe_* models unless lm_eval_moe.register() is called\\\\n\')")\n'
 )
+
+
+BUILD_COMMIT_NAME = "_build_commit.txt"
+
+
+def _source_commit() -> str:
+    """The commit of the source tree being built (``-dirty`` with uncommitted changes), or why not."""
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (built outside a git checkout)"
+    return f"{head}-dirty" if dirty else head
 
 
 def _packages() -> list[str]:
@@ -42,9 +61,14 @@ class BuildPyWithPth(build_py):
             target = Path(self.build_lib)
         target.mkdir(parents=True, exist_ok=True)
         (target / PTH_NAME).write_text(PTH_LINE)
+        if not getattr(self, "editable_mode", False):
+            (target / "lm_eval_moe" / BUILD_COMMIT_NAME).write_text(_source_commit())
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
-        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / PTH_NAME)]
+        outputs = [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / PTH_NAME)]
+        if not getattr(self, "editable_mode", False):
+            outputs.append(str(Path(self.build_lib) / "lm_eval_moe" / BUILD_COMMIT_NAME))
+        return outputs
 
 
 setup(packages=_packages(), cmdclass={"build_py": BuildPyWithPth})

@@ -28,6 +28,7 @@ from lm_eval_moe.generation import eos_token_ids
 from lm_eval_moe.model_args import ModelArgError, arg_names, parse_bool, refuse_unknown
 from lm_eval_moe.moe import attach
 from lm_eval_moe.moe.settings import RoutingSettings, check_expert_counts
+from lm_eval_moe.provenance import provenance
 from lm_eval_moe.response import PADDING, MoEResponse
 
 logger = logging.getLogger(__name__)
@@ -231,5 +232,6 @@ class MoEHFLMBase(HFLM):
                 "attention_layers": self.cost_model.attention_layers,
             },
             "totals": getattr(self, "run_totals", None) or self.totals.as_dict(),
+            "provenance": provenance(),
         }
         return info

@@ -13,7 +13,8 @@ training split, MBPP's prompt split, the demo's training problems), registered w
 :mod:`lm_eval_moe.tasks.fewshot` without any test problem, else from the other test problems: no prompt ever
 contains its own problem. C3PO's reference problems come from :func:`reference_pool`: a split disjoint from
 the test set (GSM8K train, MBPP validation, as in the paper), or none. Every load records where the rows came
-from (hub id, config and revision, or local file and sha256) for the results (:func:`provenance`).
+from (hub id, config and revision, or local file and sha256) in :mod:`lm_eval_moe.provenance`, which the
+results carry (the task configs' ``custom_dataset`` entry: :class:`BenchmarkLoader`).
 
 Local layout (as in ``tests/data``, the copies the tests use; see README)::
 
@@ -32,6 +33,7 @@ Local layout (as in ``tests/data``, the copies the tests use; see README)::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -42,9 +44,10 @@ from typing import Any
 
 import datasets
 
+from lm_eval_moe.problems import problem_key
+from lm_eval_moe.provenance import provenance, record_dataset
 from lm_eval_moe.scoring.equivalence import aime_integer, parse_number
 from lm_eval_moe.tasks import code_data
-from lm_eval_moe.problems import problem_key
 from lm_eval_moe.tasks.fewshot import register_pool
 
 logger = logging.getLogger(__name__)
@@ -193,14 +196,6 @@ def _normalise(
 
 DEMO_TEST_PROBLEMS = 200
 DEMO_SEED = 20261122
-_PROVENANCE: dict[str, dict[str, Any]] = {}
-
-
-def provenance() -> dict[str, dict[str, Any]]:
-    """Where the rows of every benchmark loaded in this process came from (for the results)."""
-    return {name: dict(record) for name, record in _PROVENANCE.items()}
-
-
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -227,8 +222,8 @@ def _demo_arith() -> datasets.DatasetDict:
     examples come from its training problems."""
     test = _demo_rows(held_out=True, count=DEMO_TEST_PROBLEMS)
     register_pool("demo_arith", list(_demo_rows(held_out=False, count=50)), list(test))
-    _PROVENANCE["demo_arith"] = {"source": "generated", "generator": "lm_eval_moe.demo.arith.problems",
-                                 "seed": DEMO_SEED + 1, "rows": len(test)}
+    record_dataset("demo_arith", {"source": "generated", "generator": "lm_eval_moe.demo.arith.problems",
+                                  "seed": DEMO_SEED + 1, "rows": len(test)})
     return datasets.DatasetDict({"test": test})
 
 
@@ -270,7 +265,7 @@ def _livecodebench(release: str, start_date: str | None, end_date: str | None) -
     record = (_local_record([Path(s) for s in sources], len(test)) if data_dir else
               {"source": "hub", "dataset": "livecodebench/code_generation_lite", "files": files, "revision": "main",
                "rows": len(test)})
-    _PROVENANCE["livecodebench"] = {**record, "release": release, "start_date": start_date, "end_date": end_date}
+    record_dataset("livecodebench", {**record, "release": release, "start_date": start_date, "end_date": end_date})
     return datasets.DatasetDict({"test": test})
 
 
@@ -296,7 +291,7 @@ def _split(spec: Benchmark, hub_split: str | None, local: str | None, optional: 
     return rows, _hub_record(spec.hub_path, spec.hub_name, hub_split, rows)
 
 
-def load_benchmark(
+def _load_benchmark(
     benchmark: str,
     subject: str | None = None,
     release: str = "release_v6",
@@ -304,8 +299,6 @@ def load_benchmark(
     end_date: str | None = None,
     **_run_metadata: Any,
 ) -> datasets.DatasetDict:
-    """``custom_dataset`` for our task YAMLs (extra keyword arguments are lm-eval run metadata;
-    LiveCodeBench reads ``release``, ``start_date`` and ``end_date`` from ``--metadata``)."""
     if benchmark == "livecodebench":
         return _livecodebench(str(release), start_date, end_date)
     if benchmark == "demo_arith":
@@ -313,15 +306,36 @@ def load_benchmark(
     spec = _benchmark(benchmark, subject)
     raw, record = _split(spec, spec.hub_test_split, spec.local_test, optional=False)
     test = _normalise(benchmark, spec.normalise, raw, benchmark, spec.keep)
-    train, _ = _split(spec, spec.hub_train_split, spec.local_train, optional=True)
+    train, train_record = _split(spec, spec.hub_train_split, spec.local_train, optional=True)
     if train is not None:
         pool = _normalise(benchmark, spec.normalise, train, f"{benchmark} (few-shot pool)", spec.keep_train)
         removed = register_pool(benchmark, list(pool), list(test))
         if removed:
             logger.info("%s: %d few-shot pool problems also in the test set are never used", benchmark, removed)
-    key = f"{benchmark}/{subject}" if subject else benchmark
-    _PROVENANCE[key] = {**record, "rows": len(test)}
+        record = {**record, "fewshot_pool": {**train_record, "rows": len(pool) - removed}}
+    record_dataset(f"{benchmark}/{subject}" if subject else benchmark, {**record, "rows": len(test)})
     return datasets.DatasetDict({"test": test})
+
+
+class BenchmarkLoader:
+    """``custom_dataset`` of our task YAMLs: loads a benchmark (keyword arguments beyond the task's
+    ``dataset_kwargs`` are lm-eval run metadata; LiveCodeBench reads ``release``, ``start_date`` and
+    ``end_date`` from ``--metadata``).
+
+    lm-eval writes a task's callables into the results as their source code; an object has none, so
+    lm-eval writes its ``str()``: here the provenance of the run (package version and commit, library
+    versions, every loaded benchmark's source and hash). Every results file of our tasks carries it,
+    whichever model produced it.
+    """
+
+    def __call__(self, benchmark: str, subject: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
+        return _load_benchmark(benchmark, subject, **kwargs)
+
+    def __str__(self) -> str:
+        return json.dumps({"loader": "lm_eval_moe.tasks.data.load_benchmark", **provenance()}, sort_keys=True)
+
+
+load_benchmark = BenchmarkLoader()
 
 
 #: C3PO reference problems of the demo: training-distribution problems (the demo's test problems are held out).

@@ -151,3 +151,6 @@ def test_fresh_venv_install_then_stock_cli(editable, tiny_model_dir, tiny_task_d
     assert _python_check(python, RESOLVE).split() == ["MoEHFLM", "HFLM", "DummyLM"]
     results = _cli_run(python, tiny_model_dir, tiny_task_dir, tmp_path / "out")
     assert results["config"]["lm_eval_moe"]["family"] == "OLMoE"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = results["config"]["lm_eval_moe"]["provenance"]["software"]["lm_eval_moe_commit"]
+    assert commit.removesuffix("-dirty") == head  # a built install from its stamp, an editable one live
