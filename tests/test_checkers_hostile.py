@@ -24,6 +24,11 @@ PATHOLOGICAL = {
     "dots": "1." * 50000,
     "text_braces": "\\boxed{" + "\\text{" * 5000 + "}",
     "stars_then_dot": "Final Answer: " + "*" * 20000 + "." * 20000,
+    "many_boxes": "\\boxed{1}, " * 20000,
+    "box_gaps": ("\\boxed{1}" + "a" * 79 + "1") * 5000,
+    "box_gap_words": ("\\boxed{1}" + " ab" * 26) * 5000,
+    "final_answers": "\\boxed{1} " + "The final answer is " * 5000,
+    "decimal_commas": "1," * 50000 + "5",
 }
 
 
@@ -36,6 +41,7 @@ def test_extraction_is_linear_on_pathological_text(name):
     last_boxed(text)
     for check in CHECKERS.values():
         check(text, "7")
+    check_math(text, "1, 2")  # a gold of several parts: the final boxes are read as one answer
     assert time.perf_counter() - start < 2.0, name
 
 

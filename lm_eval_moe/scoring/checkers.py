@@ -2,6 +2,11 @@
 
 A checker extracts the answer the response gives (last box, fallbacks) and compares it with the gold
 answer under the benchmark's rule; the answer key it returns is what majority voting groups by.
+
+Math answers given in several boxes ("\\boxed{(2, 2)} and \\boxed{(6, 2)}", "\\boxed{1}, \\boxed{2}, \\boxed{3}")
+are read as the one tuple/set they state when the gold has several parts, as math-verify reads them; with a
+gold of one part the last box is the answer. A gold written with boxes or math delimiters is read the same
+way as a response.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lm_eval_moe.scoring.equivalence import aime_integer, math_equal, normalize_latex, numbers_equal, parse_number
-from lm_eval_moe.scoring.extract import extract_choice, extract_math_answer
+from lm_eval_moe.scoring.equivalence import (
+    aime_integer, answer_parts, math_equal, normalize_latex, numbers_equal, parse_number, strip_math_delimiters,
+)
+from lm_eval_moe.scoring.extract import Extracted, ascii_forms, extract_choice, extract_math_answer, final_box_group
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,26 @@ def majority_key(answer: str) -> str:
     return numeric_key(answer) or normalize_latex(answer)
 
 
-def check_math(response: str, gold: str) -> Verdict:
+def gold_answer(gold: str) -> str:
+    """The gold answer itself: without math delimiters, and read like a response if it holds boxes."""
+    if "\\boxed" in gold or "\\fbox" in gold:
+        return ", ".join(final_box_group(gold)) or strip_math_delimiters(gold)
+    return strip_math_delimiters(gold)
+
+
+def math_answer(response: str, gold: str) -> Extracted:
+    """The response's answer; the tuple/set of its final boxes where the gold has several parts."""
     extracted = extract_math_answer(response)
+    if extracted.method == "boxed" and len(answer_parts(gold)) > 1:
+        group = final_box_group(response)
+        if len(group) > 1:
+            return Extracted(ascii_forms(", ".join(group)), "boxed_group")
+    return extracted
+
+
+def check_math(response: str, gold: str) -> Verdict:
+    gold = gold_answer(gold)
+    extracted = math_answer(response, gold)
     if extracted.answer is None:
         return Verdict(False, None, None, extracted.method)
     return Verdict(math_equal(gold, extracted.answer), extracted.answer, majority_key(extracted.answer),

@@ -73,6 +73,9 @@ def math_equal(gold: str, predicted: str, timeout: float | None = None) -> bool:
     ``timeout``: seconds for math-verify (default ``MATH_VERIFY_TIMEOUT_S``)."""
     if normalize_latex(gold) == normalize_latex(predicted):
         return True
+    gold_number, predicted_number = parse_number(gold), parse_number(predicted)
+    if gold_number is not None and predicted_number is not None and numbers_equal(gold_number, predicted_number):
+        return True  # "10,455" for 10455, "1000,99" for 1000.99, which math-verify reads as sets
     gold_plain = gold.replace("\\%", "").replace("%", "")
     predicted_plain = predicted.replace("\\%", "").replace("%", "")
     try:
@@ -88,6 +91,10 @@ _ANY_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
 #: what may stand beside a number that is still that number: nothing, or a unit word ("18dollars" once spaces
 #: are gone); a single letter is a variable ("2x"), anything else (\\sqrt, ^, \\pi, !) makes an expression
 _UNIT_WORD = re.compile(r"(?:[A-Za-z]{2,})?")
+#: a digit group with thousands separators, and a decimal comma: any other comma between digits ("0,111",
+#: "1000,99", "3,14159"); "1,000" stays one thousand
+_THOUSANDS = re.compile(r"(?<![\d,.])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])")
+_DECIMAL_COMMA = re.compile(r"(?<![\d,.])(\d+),(\d+)(?![\d,])")
 MAX_NUMBER_DIGITS = 4000  # digits, or exponent magnitude, of a number we read (Python's int limit is 4300)
 
 
@@ -105,6 +112,63 @@ def _integer(text: str) -> int | None:
     return int(text) if len(text.lstrip("+-")) <= MAX_NUMBER_DIGITS else None
 
 
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_PART_SEPARATOR = re.compile(r",|;|\\q?quad(?![A-Za-z])|(?<![A-Za-z])(?:and|or)(?![A-Za-z])")
+
+
+def strip_math_delimiters(answer: str) -> str:
+    """``$x$``, ``$$x$$``, ``\\(x\\)``, ``\\[x\\]`` -> ``x``."""
+    text = answer.strip()
+    for opening, closing in _MATH_DELIMITERS:
+        if len(text) >= len(opening) + len(closing) and text.startswith(opening) and text.endswith(closing):
+            return text[len(opening) : len(text) - len(closing)].strip()
+    return text
+
+
+def _closes_at_end(text: str) -> bool:
+    """Whether the ``{`` opening ``text`` is closed by its last character."""
+    depth = 0
+    for index, char in enumerate(text):
+        escaped = index > 0 and text[index - 1] == "\\"
+        if char == "{" and not escaped:
+            depth += 1
+        elif char == "}" and not escaped:
+            depth -= 1
+            if depth == 0:
+                return index == len(text) - 1
+    return False
+
+
+def _unwrap_set(text: str) -> str:
+    if text.startswith("\\{") and text.endswith("\\}") and "\\}" not in text[2:-2]:
+        return text[2:-2]
+    if text.startswith("{") and text.endswith("}") and _closes_at_end(text):
+        return text[1:-1]
+    return text
+
+
+def answer_parts(answer: str) -> list[str]:
+    """The parts of an answer that states several ("(2, 1), (1, 2)", "k = 45, n = 2", "\\{1, 2, 3\\}"):
+    split at top-level commas, semicolons, \\quad, "and", "or"; a number ("1,000", "1000,99") or a tuple or
+    interval ("(2, 3)", "[0, 1)") is one part."""
+    text = strip_math_delimiters(answer)
+    if "=" not in text and parse_number(text) is not None:
+        return [text]
+    text = _THOUSANDS.sub(lambda match: match.group().replace(",", ""), _unwrap_set(text))
+    parts, depth, start = [], 0, 0
+    for match in re.finditer(r"\\[{}]|[()\[\]{}]|" + _PART_SEPARATOR.pattern, text):
+        token = match.group()
+        if token in ("(", "[", "{", "\\{"):
+            depth += 1
+        elif token in (")", "]", "}", "\\}"):
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            parts.append(text[start : match.start()])
+            start = match.end()
+    parts.append(text[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
 def parse_number(answer: str | int | float) -> Fraction | None:
     """An exact rational from a numeric answer as models write it, or None."""
     if isinstance(answer, bool):
@@ -116,7 +180,8 @@ def parse_number(answer: str | int | float) -> Fraction | None:
     text = re.sub(r"\\(?:mathrm|textbf|mathbf)\{([^{}]*)\}", r"\1", text)
     for old, new in _LATEX_NOISE:
         text = text.replace(old, new)
-    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # thousands separators
+    text = _THOUSANDS.sub(lambda match: match.group().replace(",", ""), text)  # 1,000,000
+    text = _DECIMAL_COMMA.sub(r"\1.\2", text)  # 1000,99 and 0,111 (a decimal comma)
     text = text.replace("**", "").replace("{,}", "").strip().rstrip(".")
     if "=" in text:
         text = text.rsplit("=", 1)[1]
