@@ -14,7 +14,18 @@ FLOPs formula (forward pass, multiply-add = 2 FLOPs), per processed token at pos
   attention layers are the modules whose class name ends in ``Attention`` (linear-attention, conv and
   Mamba mixers are costed as dense parameters only); sliding windows are ignored (an upper bound).
 
-A backward pass (rerouting) is costed as twice the forward, the usual estimate.
+Backward pass of rerouting's Phase 1 (weights frozen, only the router deltas learn), derived: no weight
+gradient is formed, so each weight matmul ``Y = XW`` costs one matmul in backward (``dX = dY W^T``), 1x its
+forward; the attention products ``QK^T`` and ``PV`` multiply two activations and need both gradients, 2x.
+Nothing below the first router needs a gradient: the decoder layers up to and including the first MoE
+layer are skipped (``backward_skipped_*``; the first router's delta gets its gradient from the gating)::
+
+    backward(b tokens after p) = b * 2 * (dense_params - skipped_dense + sum_{l >= 1} k_l * expert_params_l)
+                                 + 2 * attention_flops(b, p) * (attention layers not skipped) / attention layers
+
+plus one more forward of those tokens with gradient checkpointing (recomputation). Elementwise work is not
+counted, as in the forward. ``benchmarks/bench_backward_flops.py`` compares it with
+``torch.utils.flop_counter`` on real backward passes.
 """
 
 from __future__ import annotations
@@ -26,8 +37,6 @@ from torch import nn
 
 from lm_eval_moe.moe.dynamic import DynamicMoE
 
-BACKWARD_FLOPS_FACTOR = 2.0
-
 
 @dataclass(frozen=True)
 class CostModel:
@@ -37,6 +46,8 @@ class CostModel:
     attention_layers: int
     qk_width: int
     v_width: int
+    backward_skipped_dense_params: int = 0  # decoder layers up to the first MoE layer: no gradient needed
+    backward_skipped_attention_layers: int = 0
 
     @classmethod
     def from_model(cls, model: nn.Module, moe: DynamicMoE) -> CostModel:
@@ -57,11 +68,8 @@ class CostModel:
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         qk_dim = int(getattr(config, "qk_nope_head_dim", 0) or 0) + int(getattr(config, "qk_rope_head_dim", 0) or 0)
         v_dim = int(getattr(config, "v_head_dim", 0) or 0)
-        attention_layers = sum(
-            1
-            for module in model.modules()
-            if type(module).__name__.endswith("Attention") and "Linear" not in type(module).__name__
-        )
+        attention_layers = sum(1 for module in model.modules() if _is_attention(module))
+        skipped_dense, skipped_attention = _below_first_router(model, moe)
         return cls(
             dense_params=total - routed - embedding_params,
             expert_params=tuple(expert_params),
@@ -69,6 +77,8 @@ class CostModel:
             attention_layers=attention_layers,
             qk_width=heads * (qk_dim or head_dim),
             v_width=heads * (v_dim or head_dim),
+            backward_skipped_dense_params=skipped_dense,
+            backward_skipped_attention_layers=skipped_attention,
         )
 
     def matmul_flops_per_token(self, expert_counts: Sequence[int]) -> float:
@@ -83,9 +93,45 @@ class CostModel:
     def forward_flops(self, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> float:
         return new_tokens * self.matmul_flops_per_token(expert_counts) + self.attention_flops(new_tokens, past_tokens)
 
+    def frozen_backward_flops(self, new_tokens: int, past_tokens: int, expert_counts: Sequence[int]) -> float:
+        """Backward of a forward over ``new_tokens`` after ``past_tokens`` with frozen weights and router deltas
+        as the only trainable tensors (module docstring)."""
+        experts = sum(k * size for k, size in zip(expert_counts[1:], self.expert_params[1:], strict=True))
+        matmuls = 2.0 * (self.dense_params - self.backward_skipped_dense_params + experts)
+        attention = self.attention_flops(new_tokens, past_tokens)
+        if self.attention_layers:
+            attention *= (self.attention_layers - self.backward_skipped_attention_layers) / self.attention_layers
+        return new_tokens * matmuls + 2.0 * attention
+
     def expert_tokens(self, tokens: int, expert_counts: Sequence[int]) -> tuple[int, int]:
         """(routed, shared) expert-token products for ``tokens`` tokens through every MoE layer."""
         return tokens * sum(expert_counts), tokens * self.shared_experts * len(expert_counts)
+
+
+def _is_attention(module: nn.Module) -> bool:
+    name = type(module).__name__
+    return name.endswith("Attention") and "Linear" not in name
+
+
+def _below_first_router(model: nn.Module, moe: DynamicMoE) -> tuple[int, int]:
+    """(dense parameters, attention layers) of the decoder layers up to and including the one holding the first
+    router, routed experts excluded; (0, 0) when the decoder layers cannot be told apart (an upper bound)."""
+    if not moe.layers:
+        return 0, 0
+    parts = moe.layers[0].name.split(".")
+    index = next((i for i in range(len(parts) - 1, 0, -1) if parts[i].isdigit()), None)
+    if index is None:
+        return 0, 0
+    stack, first = ".".join(parts[:index]), int(parts[index])
+    layers = dict(model.named_modules()).get(stack)
+    if not isinstance(layers, (nn.ModuleList, nn.Sequential)):
+        return 0, 0
+    routed = {id(p) for layer in moe.layers if layer.experts is not None for p in layer.experts.parameters()}
+    dense = attention = 0
+    for block in list(layers)[: first + 1]:
+        dense += sum(p.numel() for p in block.parameters() if id(p) not in routed)
+        attention += sum(1 for module in block.modules() if _is_attention(module))
+    return dense, attention
 
 
 @dataclass
@@ -179,12 +225,18 @@ class CostLedger:
         self.cost.extra_forward_tokens += tokens
         self.cost.extra_flops += self.model.forward_flops(tokens, 0, expert_counts)
 
-    def optimisation_step(self, tokens: int, backward_tokens: int, expert_counts: Sequence[int]) -> None:
-        """One forward and backward over a context of ``tokens`` (rerouting's Phase 1), the backward costed
-        at ``BACKWARD_FLOPS_FACTOR`` times the forward."""
-        self.cost.extra_forward_tokens += tokens
+    def optimisation_step(self, tokens: int, backward_tokens: int, expert_counts: Sequence[int],
+                          recompute: bool = False) -> None:
+        """One forward over a context of ``tokens`` and a frozen-weight backward over its last
+        ``backward_tokens`` (rerouting's Phase 1); ``recompute``: gradient checkpointing runs their forward
+        again in the backward."""
+        past = tokens - backward_tokens
+        self.cost.extra_forward_tokens += tokens + (backward_tokens if recompute else 0)
         self.cost.extra_backward_tokens += backward_tokens
-        self.cost.extra_flops += self.model.forward_flops(tokens, 0, expert_counts) * (1 + BACKWARD_FLOPS_FACTOR)
+        self.cost.extra_flops += (self.model.forward_flops(tokens, 0, expert_counts)
+                                  + self.model.frozen_backward_flops(backward_tokens, past, expert_counts))
+        if recompute:
+            self.cost.extra_flops += self.model.forward_flops(backward_tokens, past, expert_counts)
 
     def reread_after_update(self, tokens: int, expert_counts: Sequence[int]) -> None:
         """A context of ``tokens`` read again after the router changed (its cache is stale). Its last token was

@@ -87,6 +87,33 @@ def test_soft_selection_scales_each_layers_update_by_its_weight():
                                rtol=1e-4, atol=1e-8)
 
 
+def test_gradient_weighting_is_adam_on_the_weighted_gradient():
+    """layer_weighting=gradient (Eq. 7, Algorithm 1): plain Adam on w_l * gradient. Adam's first step is
+    lr * g / (|g| + eps / w_l): the weight acts only through eps, so each layer moves more than under the
+    default (lr, Section 3.3), which moves layer l by exactly w_l times Adam's step."""
+    by_lr, tok = rerouter("olmoe", steps=1, lr=0.1, interval=50)
+    by_gradient, _ = rerouter("olmoe", steps=1, lr=0.1, interval=50, layer_weighting="gradient")
+    prompt = [tok.encode(PROMPTS[1])]
+    (lr_run,) = by_lr.generate(prompt, 2, GREEDY, [0])
+    (gradient_run,) = by_gradient.generate(prompt, 2, GREEDY, [0])
+    weights = torch.tensor(gradient_run.phases[0]["layer_weights"])
+    assert gradient_run.phases[0]["layer_weights"] == lr_run.phases[0]["layer_weights"]
+    assert 0 < weights.min() < weights.max() < 1
+    moved = gradient_run.block_deltas[0].abs().amax(dim=-1)
+    assert moved.max() <= 0.1 + 1e-6 and (moved > lr_run.block_deltas[0].abs().amax(dim=-1)).all()
+
+    # the same update as torch's Adam handed the weighted gradient, recomputed from the recorded loss
+    deltas = torch.zeros(1, by_gradient.moe.num_layers, by_gradient.moe.num_experts, requires_grad=True)
+    ids = torch.tensor(prompt)
+    with by_gradient.moe.settings(bias=deltas):
+        logits = by_gradient.model(input_ids=ids).logits
+    torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).backward()
+    deltas.grad.mul_(weights.view(1, -1, 1))
+    reference = torch.optim.Adam([deltas], 0.1, eps=1e-5, weight_decay=1e-8)
+    reference.step()
+    torch.testing.assert_close(gradient_run.block_deltas[0], deltas.detach()[0], rtol=1e-4, atol=1e-6)
+
+
 def test_confidence_order_and_layer_weights():
     confidence = torch.tensor([[1.0, 3.0, 2.0, 4.0]])
     torch.testing.assert_close(layer_weights(confidence, "soft", 0.5, "paper"), torch.tensor([[0.1, 0.3, 0.2, 0.4]]))
@@ -176,6 +203,48 @@ def test_costs_count_the_optimisation_separately():
         rr.cost_model.forward_flops(1, len(prompt) + i, counts) for i in range(7))
     assert cost.flops == pytest.approx(plain, rel=1e-12)
     assert cost.routed_expert_tokens == (len(prompt) + 7) * sum(counts)
+
+
+def test_phase_one_backward_is_costed_from_frozen_weight_gradients():
+    """No weight gradients: the backward is one matmul per weight matmul plus two per attention product
+    (lm_eval_moe/cost.py), not the 2x forward of training; with gradient checkpointing the recomputed
+    forward is added."""
+    rr, tok = rerouter("olmoe", steps=1, lr=0.5, interval=50)
+    prompt = tok.encode(PROMPTS[0])
+    (outcome,) = rr.generate([prompt], 1, GREEDY, [0])
+    model, counts, n = rr.cost_model, rr.moe.expert_counts, len(prompt)
+    forward = model.forward_flops(n, 0, counts)
+    backward = model.frozen_backward_flops(n, 0, counts)
+    assert outcome.cost.extra_flops == pytest.approx(forward + backward, rel=1e-12)
+    # the first decoder layer (it holds the first router) needs no backward; the rest one matmul per matmul
+    first_layer = model.backward_skipped_dense_params
+    assert first_layer > 0 and model.backward_skipped_attention_layers == 1
+    expected = n * 2 * (model.dense_params - first_layer + counts[1] * model.expert_params[1]) + model.attention_flops(n, 0)
+    assert backward == pytest.approx(expected, rel=1e-12) and backward < forward
+    checkpointed, _ = rerouter("olmoe", steps=1, lr=0.5, interval=50, gradient_checkpointing=True)
+    (recomputed,) = checkpointed.generate([prompt], 1, GREEDY, [0])
+    assert recomputed.cost.extra_flops == pytest.approx(2 * forward + backward, rel=1e-12)
+
+
+def test_backward_formula_bounds_the_counted_backward():
+    """The formula against torch's flop counter on a real frozen-weight backward (eager experts and attention,
+    which the counter sees; eager attention computes the full square where the formula counts the causal
+    half)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_moe("olmoe", seed=1, experts_implementation="eager")
+    model.set_attn_implementation("eager")
+    moe = attach(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    deltas = torch.zeros(1, moe.num_layers, moe.num_experts, requires_grad=True)
+    with torch.enable_grad(), moe.settings(bias=deltas):
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:])
+        with FlopCounterMode(display=False) as counter:
+            loss.backward()
+    formula = CostModel.from_model(model, moe).frozen_backward_flops(24, 0, moe.expert_counts)
+    assert 0.85 <= formula / counter.get_total_flops() <= 1.15
 
 
 def test_config_errors_name_the_value():

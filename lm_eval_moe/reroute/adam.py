@@ -1,8 +1,9 @@
 """Adam on the router deltas with a per-(sample, layer) scale on each update.
 
-The paper scales each layer's update by its weight w_i (soft selection) or restricts updates to the selected
-layers (hard). Scaling the gradient would not do that (Adam normalises it away), so the scale multiplies
-the Adam step itself. With every scale 1 this is exactly ``torch.optim.Adam`` (tested), weight decay included
+Section 3.3 of the paper scales each layer's update by its weight w_i (soft selection) or restricts updates
+to the selected layers (hard). Scaling the gradient would not do that (Adam normalises it away), so the
+scale multiplies the Adam step itself (the rerouter's ``layer_weighting=lr``; ``gradient`` scales the
+gradient instead, as Eq. 7 writes it, and passes only a mask of the rows being optimised here). With every scale 1 this is exactly ``torch.optim.Adam`` (tested), weight decay included
 (L2 added to the gradient, as torch's Adam does).
 """
 

@@ -3,7 +3,10 @@
 Per sample, router deltas (one vector per MoE layer, added to the router logits) start at zero. Phase 1:
 T Adam steps on the next-token loss of the current context (prompt + generated so far) with respect to the
 deltas only (the model is frozen and stays in eval mode); each layer's update is scaled by its weight
-from router confidence (soft) or restricted to the selected layers (hard). Phase 2: generate ``interval``
+from router confidence (soft) or restricted to the selected layers (hard). The paper writes the scaling two
+ways (``layer_weighting``): Section 3.3 scales the layer's learning rate (``lr``, the default: soft weights
+sum to 1, so each layer moves about 1/L of an unweighted step), Eq. 7 and Algorithm 1 hand Adam w_l times
+the gradient (``gradient``: Adam normalises the constant factor away, except through its eps). Phase 2: generate ``interval``
 tokens with the deltas fixed. Repeat until the sample ends. Phase 1 first runs right after the prompt.
 
 Choices where the paper is silent (documented, not hidden): confidence and layer weights are computed in
@@ -114,6 +117,8 @@ class Rerouter:
         window = config.loss_window if config.loss_window and config.loss_window < ids.shape[1] else None
         row_index = torch.tensor(rows, device=deltas.device)
         scale = torch.zeros(deltas.shape[0], deltas.shape[1])
+        active = torch.zeros_like(scale)
+        active[rows] = 1.0  # rows outside this phase keep their deltas
         losses, weights = [], None
         self.model.eval()
         for step in range(config.steps):
@@ -142,11 +147,16 @@ class Rerouter:
                     row_losses = _row_losses(logits, loss_ids, loss_mask)
                     # inside the bias context: checkpointed layers recompute their routing in backward
                     row_losses.sum().backward()
-            optimizer.step(scale)
+            if config.layer_weighting == "gradient":  # Eq. 7 / Algorithm 1: Adam on w_l * gradient
+                deltas.grad.mul_(scale.to(deltas.grad).unsqueeze(-1))
+                optimizer.step(active)
+            else:  # Section 3.3: each layer's step scaled by w_l
+                optimizer.step(scale)
             losses.append(row_losses.detach().cpu())
             for position, row in enumerate(rows):
                 tokens = int(mask[position].sum())
-                ledgers[row].optimisation_step(tokens, tokens if window is None else min(window, tokens), counts)
+                ledgers[row].optimisation_step(tokens, tokens if window is None else min(window, tokens), counts,
+                                               recompute=config.gradient_checkpointing)
         deltas.grad = None
         records = []
         for position, row in enumerate(rows):

@@ -21,6 +21,9 @@ class RerouteSettings:
     interval: int = arg(128, positive_int, "m: tokens generated between two Phase 1 updates")
     layer_selection: str = arg("soft", choice(*SELECTIONS), "which layers move: " + ", ".join(SELECTIONS))
     layer_fraction: float = arg(0.25, parse_float, "r: share of layers for hard selection and the ablations")
+    layer_weighting: str = arg("lr", choice("lr", "gradient"),
+                               "how the layer weights act: scale each layer's Adam step (lr, Section 3.3) or its "
+                               "gradient before Adam (gradient, Eq. 7 and Algorithm 1)")
     confidence_order: str = arg("paper", choice("paper", "inverse"), "router confidence as written, or reversed")
     weight_decay: float = arg(1e-8, parse_float, "Adam weight decay")
     eps: float = arg(1e-5, parse_float, "Adam eps")
