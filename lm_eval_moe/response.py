@@ -44,8 +44,9 @@ def real_responses(responses: Sequence[Any]) -> list[Any]:
 
 class SampleRecord(dict):
     """One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's
-    final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``
-    and ``routing``; code tasks add each program's ``execution``."""
+    final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``,
+    ``resources`` (its share of its batch's wall time and memory) and ``routing``; code tasks add each
+    program's ``execution``."""
 
     def __str__(self) -> str:
         return json.dumps(self, ensure_ascii=False, default=str)
@@ -57,6 +58,7 @@ def sample_record(response: Any) -> SampleRecord:
         response=str(response),
         candidates=[dict(candidate) for candidate in meta.get("candidates", [])],
         cost=dict(meta.get("cost", {})),
+        resources=dict(meta.get("resources", {})),
         routing=routing_facts(meta),
     )
 
@@ -75,13 +77,22 @@ COST_METRICS = (
 )
 
 
+#: Time and memory of a response (lm_eval_moe/resources.py): wall time summed over a request's repeats,
+#: peaks the largest.
+RESOURCE_METRICS = {"wall_seconds": sum, "peak_rss_mb": max, "cuda_peak_mb": max}
+
+
 def record_metrics(records: Sequence[SampleRecord]) -> dict[str, float]:
-    """The cost of a request's responses (summed) and the routing facts of the first."""
+    """The cost, time and memory of a request's responses and the routing facts of the first."""
     metrics = {}
     for name in COST_METRICS:
         values = [record["cost"][name] for record in records if name in record["cost"]]
         if values:
             metrics[name] = float(sum(values))
+    for name, combine in RESOURCE_METRICS.items():
+        values = [record["resources"][name] for record in records if name in record.get("resources", {})]
+        if values:
+            metrics[name] = float(combine(values))
     metrics.update(records[0]["routing"])
     return metrics
 

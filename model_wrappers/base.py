@@ -12,6 +12,7 @@ a guard against lm-eval's request cache, which ignores model args (docs/LM_EVAL.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -23,13 +24,16 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
 from lm_eval_moe.checkpoints import resolve_checkpoint
-from lm_eval_moe.cost import CostModel, RunTotals
+from lm_eval_moe.cost import Cost, CostModel, RunTotals
 from lm_eval_moe.generation import eos_token_ids
+from lm_eval_moe.logs import follow_lm_eval
 from lm_eval_moe.model_args import ModelArgError, arg_names, parse_bool, refuse_unknown
 from lm_eval_moe.moe import attach
 from lm_eval_moe.moe.settings import RoutingSettings, check_expert_counts
-from lm_eval_moe.provenance import provenance
+from lm_eval_moe.provenance import provenance, software
 from lm_eval_moe.response import PADDING, MoEResponse
+from lm_eval_moe.resources import Meter, RunUsage
+from lm_eval_moe.response_cache import ResponseCache, ResponseCacheError, as_stored
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +83,12 @@ class MoEHFLMBase(HFLM):
     supported_gen_kwargs: frozenset[str] | None = None
 
     def __init__(self, pretrained: Any, **model_args: Any) -> None:
+        follow_lm_eval()
         args = dict(model_args)
         refuse_unknown(args, self.accepted_model_args(), self.model_name)
         self._allow_request_cache = parse_bool("allow_request_cache", args.pop("allow_request_cache", False))
+        self._response_cache_folder = str(args.pop("response_cache", "") or "")
+        self.model_args = dict(args)  # what the responses depend on (part of the response cache's key)
         self.method_settings = self._take_settings(args)
         pretrained = self.checkpoint = resolve_checkpoint(pretrained)
         if "tokenizer" in args:
@@ -95,6 +102,8 @@ class MoEHFLMBase(HFLM):
         self.cost_model = CostModel.from_model(self.model, self.moe)
         self.eos_ids = eos_token_ids(self.eot_token_id, self.model.generation_config)
         self.totals = RunTotals()
+        self.run_usage = RunUsage()
+        self._pending: tuple[ResponseCache | None, list[str]] = (None, [])  # the open cache, keys of _generate's requests
         self.generation_settings: list[dict[str, Any]] = []  # the effective sampling of each kwargs group
         logger.info("%s: %s, expert_count=%s (model default %s), renormalize=%s", self.model_name,
                     self.moe.family.name, self._describe_counts(self.moe.expert_counts),
@@ -110,7 +119,7 @@ class MoEHFLMBase(HFLM):
 
     @classmethod
     def accepted_model_args(cls) -> list[str]:
-        return [*cls.settings_arg_names(), "allow_request_cache", *HFLM_ARGS, *FROM_PRETRAINED_ARGS]
+        return [*cls.settings_arg_names(), "allow_request_cache", "response_cache", *HFLM_ARGS, *FROM_PRETRAINED_ARGS]
 
     @classmethod
     def settings_arg_names(cls) -> list[str]:
@@ -161,7 +170,8 @@ class MoEHFLMBase(HFLM):
             raise ModelArgError(
                 "lm-eval's --use_cache keys responses on (prompt, gen_kwargs) only, not on model args such as "
                 "expert_count or search settings, so a cache written under other settings would be reused "
-                "silently. Use one cache path per setting and pass allow_request_cache=true, or drop --use_cache."
+                "silently. To resume runs use the model arg response_cache=<folder> (keyed on every setting and "
+                "the package version); or use one --use_cache path per setting and pass allow_request_cache=true."
             )
         super().set_cache_hook(cache_hook)
 
@@ -185,27 +195,90 @@ class MoEHFLMBase(HFLM):
             self.generation_settings.append(effective)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Subclasses generate in :meth:`_generate`; afterwards the run totals are summed over the ranks
-        of a data-parallel run (each rank calls this once per lm-eval run, after its own generation, so
-        ranks that ran different numbers of search rounds never wait on each other mid-generation)."""
-        mask = padding_mask(requests)
-        real = [request for request, padding in zip(requests, mask) if not padding]
-        generated = iter(self._generate(real, disable_tqdm) if real else [])
+        """Subclasses generate in :meth:`_generate` and hand each response to :meth:`finished` as it
+        completes. With ``response_cache`` set, requests finished by an earlier run of the same settings are
+        read back instead of generated. Afterwards the run totals are summed over the ranks of a
+        data-parallel run (each rank calls this once per lm-eval run, after its own generation, so ranks
+        that ran different numbers of search rounds never wait on each other mid-generation)."""
+        mask, repeats = padding_mask(requests), repeat_indices(requests)
+        real = [(request, repeat) for request, repeat, padding in zip(requests, repeats, mask) if not padding]
+        cache = self._open_response_cache()
+        keys = [cache.key(r.task_name, r.doc_id, repeat, r.args) if cache else "" for r, repeat in real]
+        responses: list[Any] = [None] * len(real)
+        for position, key in enumerate(keys):
+            stored = cache.get(key) if cache else None
+            if stored is not None:
+                responses[position] = stored[0]
+                self._account(stored[0], stored[1])
+        todo = [position for position, response in enumerate(responses) if response is None]
+        if cache is not None:
+            logger.info("%s: %d of %d responses read from the response cache %s (finished by an earlier run), "
+                        "%d to generate", self.model_name, len(real) - len(todo), len(real), cache.folder, len(todo))
+        self._pending = (cache, [keys[position] for position in todo])
+        try:
+            generated = self._generate([real[p][0] for p in todo], [real[p][1] for p in todo], disable_tqdm) if todo else []
+        finally:
+            self._pending = (None, [])
+            if cache is not None:
+                cache.close()
+        if len(generated) != len(todo) or any(response is None for response in generated):
+            raise RuntimeError(f"{self.model_name} answered {sum(r is not None for r in generated)} of {len(todo)} requests")
+        for position, response in zip(todo, generated):
+            responses[position] = response
         self._gather_totals()
-        return [MoEResponse("", {PADDING: True}) if padding else next(generated) for padding in mask]
+        answered = iter(responses)
+        return [MoEResponse("", {PADDING: True}) if padding else next(answered) for padding in mask]
 
-    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
+        """Responses to ``requests`` (``repeats``: which repeat of its request each is), each built by
+        :meth:`finished`."""
         raise NotImplementedError
+
+    def measured(self, meter: Meter, samples: int) -> dict[str, Any]:
+        """A batch's wall time and peak memory: added to the run's, and what each of its ``samples`` reports."""
+        usage = meter.stop()
+        self.run_usage.add(usage)
+        return usage.per_sample(samples)
+
+    def finished(self, index: int, text: str, meta: dict[str, Any], generation: dict[str, Any],
+                 resources: dict[str, Any]) -> MoEResponse:
+        """The response to the ``index``-th request of :meth:`_generate`, the moment it is complete: counted
+        in the run totals, its effective generation settings recorded, its share of the batch's time and
+        memory attached, and written to the response cache."""
+        cache, keys = self._pending
+        meta = {**meta, "resources": resources}
+        response = as_stored(text, meta) if cache is not None else MoEResponse(text, meta)
+        if cache is not None:
+            cache.put(keys[index], response, generation)
+        self._account(response, generation)
+        return response
+
+    def _account(self, response: MoEResponse, generation: dict[str, Any]) -> None:
+        self.totals.add(Cost(**response.meta["cost"]))
+        self.record_generation(generation)
+
+    def _open_response_cache(self) -> ResponseCache | None:
+        if not self._response_cache_folder:
+            return None
+        identity = {"model_class": self.model_name, "checkpoint": str(self.checkpoint), "model_args": self.model_args,
+                    "settings": dataclasses.asdict(self.method_settings), "lm_eval_moe": software()}
+        try:
+            return ResponseCache(self._response_cache_folder, identity, self.rank)
+        except (OSError, ResponseCacheError) as error:
+            raise ModelArgError(f"model arg response_cache={self._response_cache_folder}: {error}") from None
 
     def _gather_totals(self) -> None:
         import torch.distributed as dist
 
+        usage = self.run_usage.as_dict()
         if self.world_size <= 1 or not dist.is_available() or not dist.is_initialized():
-            self.run_totals = self.totals.as_dict()
+            self.run_totals = {**self.totals.as_dict(), **usage}
             return
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, self.totals.as_dict())
-        self.run_totals = {key: sum(part[key] for part in gathered) for key in gathered[0]}
+        dist.all_gather_object(gathered, (self.totals.as_dict(), usage))
+        self.run_totals = {key: sum(part[0][key] for part in gathered) for key in gathered[0][0]}
+        # ranks run side by side: the run's wall time and peaks are the largest rank's
+        self.run_totals.update({key: max(part[1][key] for part in gathered) for key in usage})
         self.run_totals["ranks"] = self.world_size
 
     def settings(self) -> dict[str, Any]:
@@ -231,7 +304,7 @@ class MoEHFLMBase(HFLM):
                 "expert_params": list(self.cost_model.expert_params),
                 "attention_layers": self.cost_model.attention_layers,
             },
-            "totals": getattr(self, "run_totals", None) or self.totals.as_dict(),
+            "totals": getattr(self, "run_totals", None) or {**self.totals.as_dict(), **self.run_usage.as_dict()},
             "provenance": provenance(),
         }
         return info

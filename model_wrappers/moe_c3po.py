@@ -62,7 +62,7 @@ class MoEC3POLM(MoEHFLM):
         self.prompts_use_chat_template = True
         return super().apply_chat_template(chat_history, add_generation_prompt)
 
-    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
         source = f"the reference set {self.method_settings.references}"
         self.references.check_prompt_format(self.prompts_use_chat_template, source)
         checkable = [request.doc for request in requests if isinstance(request.doc, dict) and "moe_question" in request.doc]
@@ -71,7 +71,7 @@ class MoEC3POLM(MoEHFLM):
             logger.warning("moe_c3po: %d of %d requests come from documents without moe_question (not an "
                            "lm_eval_moe task): their overlap with the references cannot be checked",
                            len(requests) - len(checkable), len(requests))
-        return super()._generate(requests, disable_tqdm)
+        return super()._generate(requests, repeats, disable_tqdm)
 
     def settings(self) -> dict[str, Any]:
         settings: C3POSettings = self.method_settings

@@ -21,7 +21,7 @@ from lm_eval_moe.cost import CostLedger
 from lm_eval_moe.generation.settings import PlainSettings
 from lm_eval_moe.model_args import ModelArgError, parse_expert_count
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase
-from lm_eval_moe.response import MoEResponse
+from lm_eval_moe.resources import Meter
 
 #: what backend=vllm honours of a request's generation kwargs
 VLLM_GEN_KWARGS = frozenset({"do_sample", "temperature", "top_p", "top_k"})
@@ -85,18 +85,18 @@ class MoEHFLM(MoEHFLMBase):
         to ``ledgers`` (one per row)."""
         yield
 
-    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
-        results: list[str] = []
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
+        results: list[Any] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_hf generate_until")
         batch_size = self.batch_size if self.batch_size != "auto" else self._detect_batch_size()
         ordered = Collator(
-            [req.args for req in requests],
-            sort_fn=lambda req: (-len(self.tok_encode(req[0])), req[0]),
+            [(*req.args, index) for index, req in enumerate(requests)],
+            sort_fn=lambda item: (-len(self.tok_encode(item[0])), item[0]),
             group_by="gen_kwargs",
-            group_fn=lambda req: req[1],
+            group_fn=lambda item: item[1],
         )
         for chunk in ordered.get_batched(n=batch_size):
-            contexts, all_gen_kwargs = zip(*chunk, strict=True)
+            contexts, all_gen_kwargs, indices = zip(*chunk, strict=True)
             gen_kwargs = dict(all_gen_kwargs[0])
             request_counts = parse_expert_count("expert_count", gen_kwargs.pop("expert_count", None))
             until, max_gen_toks, kwargs = self.request_kwargs(gen_kwargs)
@@ -111,8 +111,9 @@ class MoEHFLM(MoEHFLMBase):
             context_enc = context_enc.to(self.device)
             attn_masks = attn_masks.to(self.device)
             counts = self.moe.per_layer_counts(request_counts) if request_counts is not None else self.moe.expert_counts
-            self.record_generation({"max_gen_toks": max_gen_toks, "expert_count": counts, **kwargs})
+            effective = {"max_gen_toks": max_gen_toks, "expert_count": counts, **kwargs}
             ledgers = [CostLedger(self.cost_model) for _ in contexts]
+            meter = Meter()
             if self.vllm is not None:
                 generated_rows = self._vllm_generate(context_enc, attn_masks, counts, until, max_gen_toks, kwargs)
             else:
@@ -126,19 +127,20 @@ class MoEHFLM(MoEHFLMBase):
                     )
                 generated_rows = output[:, context_enc.shape[1] :].tolist()
             prompt_lengths = attn_masks.sum(dim=1).tolist()
-            for row, (tokens, context) in enumerate(zip(generated_rows, contexts)):
+            usage = self.measured(meter, len(generated_rows))
+            for row, (tokens, context, index) in enumerate(zip(generated_rows, contexts, indices)):
                 ledger = ledgers[row]
                 ledger.generation(int(prompt_lengths[row]), count_generated_tokens(tokens, self.eos_ids, until,
                                                                                    self.tok_decode), counts)
-                self.totals.add(ledger.cost)
                 think_end = self.think_end_token if isinstance(self.think_end_token, str) else None
                 text = postprocess_generated_text(self.tok_decode(tokens), until, think_end)
-                response = MoEResponse(text, {"cost": ledger.cost.as_dict(), "expert_count": counts})
-                results.append(response)
+                meta = {"cost": ledger.cost.as_dict(), "expert_count": counts}
+                response = self.finished(index, text, meta, effective, usage)
+                results[index] = response
                 self.cache_hook.add_partial("generate_until", (context, all_gen_kwargs[0]), response)
                 progress.update(1)
         progress.close()
-        return ordered.get_original(results)
+        return results
 
     def _vllm_generate(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, counts: list[int],
                        until: list[str], max_gen_toks: int, kwargs: dict[str, Any]) -> list[list[int]]:

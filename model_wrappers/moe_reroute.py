@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from lm_eval_moe.generation.sampling import SamplingConfig
 from lm_eval_moe.model_args import ModelArgError
-from lm_eval_moe.model_wrappers.base import MoEHFLMBase, repeat_indices, request_seed
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
+from lm_eval_moe.resources import Meter
 from lm_eval_moe.moe.settings import RoutingSettings
 from lm_eval_moe.reroute import Rerouter, RerouteSettings
-from lm_eval_moe.response import MoEResponse
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,17 @@ class MoERerouteLM(MoEHFLMBase):
                  "eps", "loss_window", "gradient_checkpointing", "seed")
         return {**super().settings(), **{name: getattr(config, name) for name in names}}
 
-    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
-        seeds = [request_seed(self.method_settings.seed, request, repeat)
-                 for request, repeat in zip(requests, repeat_indices(requests))]
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
+        seeds = [request_seed(self.method_settings.seed, request, repeat) for request, repeat in zip(requests, repeats)]
         items = [(request.args[0], request.args[1], index) for index, request in enumerate(requests)]
         ordered = Collator(items, sort_fn=lambda item: (-len(self.tok_encode(item[0])), item[0]), group_by="gen_kwargs",
                            group_fn=lambda item: item[1])
         results: list[Any] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_reroute generate_until")
+
+        def show_phase(phase: int, live: int, tokens: int) -> None:
+            progress.set_postfix_str(f"phase {phase}: optimising {live} live rows, {tokens} tokens so far")
+
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         for chunk in ordered.get_batched(n=int(self.batch_size)):
             contexts, all_kwargs, indices = zip(*chunk, strict=True)
@@ -63,19 +66,20 @@ class MoERerouteLM(MoEHFLMBase):
             sampled = bool(kwargs.get("do_sample"))
             sampling = SamplingConfig(temperature=float(kwargs.get("temperature", 0.0)) if sampled else 0.0,
                                       top_p=float(kwargs.get("top_p", 1.0) or 1.0), top_k=int(kwargs.get("top_k", 0) or 0))
-            self.record_generation({"max_gen_toks": max_new, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                                    "top_k": sampling.top_k})
+            effective = {"max_gen_toks": max_new, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                         "top_k": sampling.top_k}
             prompts = [self.tok_encode(c, left_truncate_len=max(1, self.max_length - max_new)) for c in contexts]
+            meter = Meter()
             outcomes = self.rerouter.generate(prompts, max_new, sampling, [seeds[i] for i in indices],
                                               stop_strings=[s for s in until if s and s != eos_text],
-                                              eos_ids=self.eos_ids)
+                                              eos_ids=self.eos_ids, on_phase=show_phase)
+            usage = self.measured(meter, len(outcomes))
             for index, outcome in zip(indices, outcomes):
-                self.totals.add(outcome.cost)
                 text = postprocess_generated_text(self.tok_decode(outcome.tokens), until, None)
                 meta = {"cost": outcome.cost.as_dict(),
                         "reroute": {"phases": outcome.phases, "block_entropy": outcome.block_entropy,
                                     "finish_reason": outcome.finish_reason}}
-                results[index] = MoEResponse(text, meta)
+                results[index] = self.finished(index, text, meta, effective, usage)
                 progress.update(1)
         progress.close()
         return results

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from lm_eval_moe.generation import SamplingConfig
 from lm_eval_moe.model_args import ModelArgError, given
-from lm_eval_moe.model_wrappers.base import MoEHFLMBase, repeat_indices, request_seed
-from lm_eval_moe.response import MoEResponse
+from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
+from lm_eval_moe.resources import Meter
 from lm_eval_moe.search import Problem
 from lm_eval_moe.search.method import SearchMethod
 from lm_eval_moe.search.settings import SearchSettings, search_arg_names, search_settings
@@ -112,9 +112,9 @@ class MoESearchLM(MoEHFLMBase):
         )
         return problem, until, max_tokens, self._sampling(kwargs)
 
-    def _generate(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
         prepared = [self._problem(index, request, repeat)
-                    for index, (request, repeat) in enumerate(zip(requests, repeat_indices(requests)))]
+                    for index, (request, repeat) in enumerate(zip(requests, repeats))]
         groups: dict[tuple[int, SamplingConfig], list[int]] = {}
         for index, (_, _, max_tokens, sampling) in enumerate(prepared):
             groups.setdefault((max_tokens, sampling), []).append(index)
@@ -122,16 +122,21 @@ class MoESearchLM(MoEHFLMBase):
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
                         desc=f"{self.model_name} ({self.method_settings.strategy})")
         for (max_tokens, sampling), indices in groups.items():
-            self.record_generation({"max_tokens": max_tokens, "temperature": sampling.temperature,
-                                    "top_p": sampling.top_p, "top_k": sampling.top_k})
-            outcomes = self.method.run([prepared[i][0] for i in indices], max_tokens, sampling, progress)
-            for index, outcome in zip(indices, outcomes):
-                request, until = requests[index], prepared[index][1]
-                self.totals.add(outcome.cost)
-                selected = outcome.result.selected
-                text = postprocess_generated_text(selected.text if selected else "", until, None)
-                results[index] = MoEResponse(text, outcome.as_meta(self.method_settings.strategy))
-                self.method.trace(request.task_name, request.doc_id, outcome)
+            effective = {"max_tokens": max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                         "top_k": sampling.top_k}
+            done = 0
+            meter = Meter()
+            for batch in self.method.run([prepared[i][0] for i in indices], max_tokens, sampling, progress):
+                usage = self.measured(meter, len(batch))
+                batch_indices, done = indices[done : done + len(batch)], done + len(batch)
+                for index, outcome in zip(batch_indices, batch, strict=True):
+                    request, until = requests[index], prepared[index][1]
+                    selected = outcome.result.selected
+                    text = postprocess_generated_text(selected.text if selected else "", until, None)
+                    meta = outcome.as_meta(self.method_settings.strategy)
+                    results[index] = self.finished(index, text, meta, effective, usage)
+                    self.method.trace(request.task_name, request.doc_id, outcome)
+                meter = Meter()
         progress.close()
         return results  # type: ignore[return-value]
 

@@ -188,6 +188,29 @@ def test_token_and_flops_accounting_equals_an_independent_count(policy, verifier
     assert cost.verifier_tokens == expected_verifier
 
 
+def test_the_progress_bar_moves_every_round(policy, verifier):
+    """Per search round, not per finished problem: after the first round the bar has moved though no problem
+    has ended, and it ends at exactly the number of problems; the postfix names the round and the speed."""
+    import io
+
+    from tqdm import tqdm
+
+    seen = []
+
+    class Bar(tqdm):
+        def update(self, n=1):
+            super().update(n)
+            seen.append((self.n, self.postfix))
+
+    bar = Bar(total=2, file=io.StringIO())
+    batch = problems(policy)
+    context = BatchContext.for_problems([p.index for p in batch], policy[3], {p.index: p.stop_strings for p in batch})
+    config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (2, 2)))
+    run_search(STRATEGIES["des"], batch, config, engine(policy), verifier, context, bar, max_rounds=config.max_steps)
+    assert 0 < seen[0][0] < 1 and "round 1/4" in seen[0][1] and "live paths" in seen[0][1] and "tok/s" in seen[0][1]
+    assert len(seen) > 2 and bar.n == pytest.approx(2.0)
+
+
 def test_final_rules():
     cands = [Candidate("a", K2, 0.9, (), 1, "eos", "1"), Candidate("b", K2, 0.2, (), 1, "eos", "2"),
              Candidate("c", K2, 0.3, (), 1, "eos", "2"), Candidate("d", K2, 0.35, (), 1, "eos", "2")]

@@ -184,7 +184,7 @@ def test_rerouting_stops_on_the_generation_configs_end_of_turn(tiny_model_dir):
 
 #: lower layers first; a module may import its own layer and those before it, never one after it
 LAYERS = [
-    {"model_args", "kv_cache", "response", "checkpoints", "problems", "provenance"},
+    {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problems", "provenance", "logs", "resources"},
     {"moe"},
     {"cost"},
     {"generation"},

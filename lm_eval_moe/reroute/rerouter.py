@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,8 @@ class Rerouter:
     # ---------------------------------------------------------------- Phase 2
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingConfig,
                  seeds: Sequence[int], stop_strings: Sequence[str] = (), eos_ids: set[int] | None = None,
-                 ) -> list[RerouteOutcome]:
+                 on_phase: Callable[[int, int, int], None] | None = None) -> list[RerouteOutcome]:
+        """``on_phase(phase, live rows, tokens generated so far)`` is called as each Phase 1 begins."""
         config, counts = self.config, self.moe.expert_counts
         batch = len(prompts)
         deltas = torch.zeros(batch, self.moe.num_layers, self.moe.num_experts, device=self.device, requires_grad=True)
@@ -195,7 +196,11 @@ class Rerouter:
         cache = None  # (past_key_values, mask, pending tokens) for the rows in ``cache_rows``
         cache_rows: list[int] = []
         first_prefill = True
+        phase = 0
         while active:
+            phase += 1
+            if on_phase is not None:
+                on_phase(phase, len(active), sum(len(outcome.tokens) for outcome in outcomes))
             contexts = [list(prompts[i]) + outcomes[i].tokens for i in active]
             before = deltas.detach().clone()
             if config.steps > 0:

@@ -9,6 +9,7 @@ the engine (stop strings, router biases, cost ledgers) travels in one :class:`Ba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
@@ -60,12 +61,45 @@ class SearchOutcome:
                 "cost": self.cost.as_dict()}
 
 
+def _generated_tokens(context: BatchContext, expand: Sequence[tuple[int, Expand]]) -> int:
+    return sum(context.ledgers[index].cost.generated_tokens for index, _ in expand)
+
+
 def _score(verifier, problems: dict[int, Problem], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
     if isinstance(verifier, LikelihoodVerifier):
         return verifier.score_nodes(nodes)
     return verifier.score(
         [problems[node.problem].question for node in nodes], [split_steps(node.text, delimiter) for node in nodes]
     )
+
+
+class RoundProgress:
+    """Moves a bar counted in problems every search round, not only when a problem ends: each live problem
+    advances 1/``max_rounds`` per round (never reaching its whole unit before it finishes), a finished one
+    completes its unit; the postfix shows the round, the live paths and the generated tokens per second."""
+
+    def __init__(self, bar: tqdm | None, max_rounds: int, problems: Sequence[int]) -> None:
+        self.bar, self.max_rounds = bar, max(1, max_rounds)
+        self.credit = {index: 0.0 for index in problems}
+        self.round_number = 0
+
+    def round(self, live: Sequence[int], paths: int, tokens: int, seconds: float) -> None:
+        self.round_number += 1
+        if self.bar is None:
+            return
+        step = 0.0
+        for index in live:
+            gain = max(0.0, min(1.0 / self.max_rounds, 0.99 - self.credit[index]))
+            self.credit[index] += gain
+            step += gain
+        self.bar.set_postfix_str(f"round {self.round_number}/{self.max_rounds}, {paths} live paths, "
+                                 f"{tokens / max(seconds, 1e-9):.0f} tok/s", refresh=False)
+        self.bar.update(step)
+
+    def finished(self, index: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1.0 - self.credit[index])
+        self.credit[index] = 1.0
 
 
 def run_search(
@@ -76,9 +110,12 @@ def run_search(
     verifier,
     context: BatchContext,
     progress: tqdm | None = None,
+    max_rounds: int = 1,
 ) -> list[SearchOutcome]:
-    """Search every problem; outcomes in the order of ``problems``. Resets the engine first."""
+    """Search every problem; outcomes in the order of ``problems``. Resets the engine first. ``progress``
+    moves every round (:class:`RoundProgress`; ``max_rounds``: the strategy's most expansion rounds)."""
     engine.reset()
+    rounds = RoundProgress(progress, max_rounds, [p.index for p in problems])
     by_index = {p.index: p for p in problems}
     searches = {p.index: strategy(p, config) for p in problems}
     pending = {index: next(search) for index, search in searches.items()}
@@ -88,7 +125,10 @@ def run_search(
         answers: dict[int, object] = {}
         expand = [(index, request) for index, request in pending.items() if isinstance(request, Expand)]
         if expand:
+            started, generated = time.perf_counter(), _generated_tokens(context, expand)
             children = engine.expand([e for _, request in expand for e in request.expansions], context)
+            rounds.round([index for index, _ in expand], sum(len(request.expansions) for _, request in expand),
+                         _generated_tokens(context, expand) - generated, time.perf_counter() - started)
             cursor = 0
             for index, request in expand:
                 answers[index] = children[cursor : cursor + len(request.expansions)]
@@ -109,6 +149,5 @@ def run_search(
             except StopIteration as stop:
                 results[index] = stop.value
                 del pending[index]
-                if progress is not None:
-                    progress.update(1)
+                rounds.finished(index)
     return [SearchOutcome(p, results[p.index], context.ledgers[p.index].cost, nodes[p.index]) for p in problems]

@@ -8,7 +8,7 @@ runs lives here and below.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from lm_eval_moe.reroute import Rerouter
 from lm_eval_moe.search import STRATEGIES as ALGORITHMS
 from lm_eval_moe.search.common import Problem
 from lm_eval_moe.search.driver import SearchOutcome, run_search
-from lm_eval_moe.search.settings import SearchSettings
+from lm_eval_moe.search.settings import STRATEGIES, SearchSettings
 from lm_eval_moe.verifiers import load_verifier
 
 
@@ -60,17 +60,22 @@ class SearchMethod:
         return cls(settings, moe, cost_model, engine, verifier, rerouter)
 
     @property
+    def max_rounds(self) -> int:
+        """Expansion rounds a problem takes at most: its steps for step-wise strategies, else one."""
+        return self.settings.max_steps if "max_steps" in STRATEGIES[self.settings.strategy].uses else 1
+
+    @property
     def verifier_name(self) -> str:
         return self.settings.verifier or "none"
 
     def run(self, problems: Sequence[Problem], max_tokens: int, sampling: SamplingConfig,
-            progress: tqdm | None = None) -> list[SearchOutcome]:
+            progress: tqdm | None = None) -> Iterator[list[SearchOutcome]]:
         """Search ``problems`` (whose candidates may use up to ``max_tokens``) in batches of
-        ``search_batch_size``, sampling with ``sampling``; outcomes in order."""
+        ``search_batch_size``, sampling with ``sampling``; yields each batch's outcomes, in order, as soon as
+        the batch is done."""
         settings = self.settings
         config = settings.search_config(self.moe.default_expert_counts, self.moe.num_experts, max_tokens)
         self.engine.sampling = sampling
-        outcomes: list[SearchOutcome] = []
         for start in range(0, len(problems), settings.search_batch_size):
             batch = list(problems[start : start + settings.search_batch_size])
             context = BatchContext.for_problems([p.index for p in batch], self.cost_model,
@@ -79,9 +84,8 @@ class SearchMethod:
                 deltas = self.rerouter.prime([p.prompt_ids for p in batch], [context.ledgers[p.index] for p in batch],
                                              [p.seed for p in batch])
                 context.biases = {p.index: deltas[row] for row, p in enumerate(batch)}
-            outcomes += run_search(ALGORITHMS[settings.strategy], batch, config, self.engine, self.verifier, context,
-                                   progress)
-        return outcomes
+            yield run_search(ALGORITHMS[settings.strategy], batch, config, self.engine, self.verifier, context,
+                             progress, max_rounds=self.max_rounds)
 
     def describe(self) -> dict[str, Any]:
         """The effective settings of this method (reported with the results)."""
