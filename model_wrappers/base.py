@@ -89,11 +89,12 @@ class MoEHFLMBase(HFLM):
         self._allow_request_cache = parse_bool("allow_request_cache", args.pop("allow_request_cache", False))
         self._response_cache_folder = str(args.pop("response_cache", "") or "")
         self.model_args = dict(args)  # what the responses depend on (part of the response cache's key)
+        self._settings_args = {name: args[name] for name in self.settings_arg_names() if name in args}
         self.method_settings = self._take_settings(args)
         pretrained = self.checkpoint = resolve_checkpoint(pretrained)
         if "tokenizer" in args:
             args["tokenizer"] = resolve_checkpoint(args["tokenizer"], "tokenizer")
-        self._check_config(pretrained, args)
+        self.check_config(pretrained, args, self.method_settings)
         super().__init__(pretrained=pretrained, **args)
         self._enable_data_parallel()
         routing: RoutingSettings = self.method_settings
@@ -111,11 +112,16 @@ class MoEHFLMBase(HFLM):
                     "model rule" if routing.renormalize is None else routing.renormalize)
 
     # ---------------------------------------------------------------- model args, before loading
-    def _take_settings(self, args: dict[str, Any]) -> Any:
-        """The class's settings object from the model args (its keys removed from ``args``)."""
+    @classmethod
+    def settings_from(cls, args: dict[str, Any]) -> Any:
+        """The class's settings object from the model args (its keys removed from ``args``), validated."""
         from lm_eval_moe.model_args import take_settings
 
-        return take_settings(self.settings_type, args)
+        return take_settings(cls.settings_type, args)
+
+    def _take_settings(self, args: dict[str, Any]) -> Any:
+        """:meth:`settings_from`, plus what an instance reads with them (C3PO: its reference set)."""
+        return type(self).settings_from(args)
 
     @classmethod
     def accepted_model_args(cls) -> list[str]:
@@ -125,12 +131,47 @@ class MoEHFLMBase(HFLM):
     def settings_arg_names(cls) -> list[str]:
         return arg_names(cls.settings_type)
 
-    def expert_counts_to_check(self) -> list[tuple[str, list[Any]]]:
-        """(model arg, its expert counts) to check against the model's config before loading."""
-        count = self.method_settings.expert_count
+    @classmethod
+    def load_time_settings(cls) -> list[str]:
+        """Settings fixed by what was loaded (the routing rule attached to the model, the backend): a sweep
+        cannot vary them on one loaded model."""
+        return [name for name in cls.settings_arg_names()
+                if name in ("renormalize", "backend") or name.startswith("vllm_")]
+
+    # ---------------------------------------------------------------- sweeps: new settings, same weights
+    def reconfigure(self, overrides: dict[str, Any], response_cache: str = "") -> None:
+        """Run the next evaluation with ``overrides`` of the method's settings on the loaded model (parsed
+        and validated as at load; every k checked against the model), with fresh run totals and its own
+        ``response_cache`` folder."""
+        runtime = set(self.settings_arg_names()) - set(self.load_time_settings())
+        fixed = sorted(set(overrides) - runtime)
+        if fixed:
+            raise ModelArgError(f"a sweep varies the method's settings on one loaded model; {', '.join(fixed)} "
+                                f"need their own load (settings it can vary: {', '.join(sorted(runtime))})")
+        args = {**self._settings_args, **{name: str(value) for name, value in overrides.items()}}
+        settings = self._take_settings(dict(args))
+        for name, counts in self.expert_counts_to_check(settings):
+            check_expert_counts(self.model.config, counts, name)  # already checked before loading by sweeps
+        self.method_settings, self._settings_args = settings, args
+        self.model_args = {**self.model_args, **args}
+        self._response_cache_folder = response_cache
+        self.apply_settings()
+        self.totals, self.run_usage, self.generation_settings = RunTotals(), RunUsage(), []
+        self.run_totals = None
+        logger.info("%s: settings now %s", self.model_name, ", ".join(f"{k}={v}" for k, v in sorted(args.items())))
+
+    def apply_settings(self) -> None:
+        """Make the loaded model follow ``self.method_settings`` (subclasses: their method's state too)."""
+        self.moe.set_expert_count(self.method_settings.expert_count)
+
+    @classmethod
+    def expert_counts_to_check(cls, settings: Any) -> list[tuple[str, list[Any]]]:
+        """(model arg, its expert counts) to check against the model's config (before loading)."""
+        count = settings.expert_count
         return [("expert_count", [count])] if count is not None else []
 
-    def _check_config(self, pretrained: Any, args: dict[str, Any]) -> None:
+    @classmethod
+    def check_config(cls, pretrained: Any, args: dict[str, Any], settings: Any) -> None:
         """A supported MoE family and every k in range, read from the config alone (no weights yet)."""
         if not isinstance(pretrained, str):
             return
@@ -142,7 +183,7 @@ class MoEHFLMBase(HFLM):
                                             trust_remote_code=bool(args.get("trust_remote_code", False)),
                                             subfolder=args.get("subfolder") or "")
         config_family(config)
-        for name, counts in self.expert_counts_to_check():
+        for name, counts in cls.expert_counts_to_check(settings):
             check_expert_counts(config, counts, name)
 
     # ---------------------------------------------------------------- lm-eval plumbing

@@ -69,11 +69,19 @@ class MoEHFLM(MoEHFLMBase):
                                              str(self.model.dtype).removeprefix("torch."), settings.vllm_seed)
             self.supported_gen_kwargs = VLLM_GEN_KWARGS
 
-    def _take_settings(self, args: dict[str, Any]) -> Any:
-        settings = super()._take_settings(args)
-        if settings.backend == "vllm" and type(self).batch_routing is not MoEHFLM.batch_routing:
-            raise ModelArgError(f"{self.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
+    @classmethod
+    def settings_from(cls, args: dict[str, Any]) -> Any:
+        settings = super().settings_from(args)
+        if settings.backend == "vllm" and cls.batch_routing is not MoEHFLM.batch_routing:
+            raise ModelArgError(f"{cls.model_name} changes routing per batch, which backend=vllm cannot: use backend=hf")
         return settings
+
+    def apply_settings(self) -> None:
+        loaded = list(self.moe.expert_counts)
+        super().apply_settings()
+        if self.vllm is not None and list(self.moe.expert_counts) != loaded:
+            self.moe.set_expert_count(loaded)
+            raise ModelArgError("backend=vllm built its engine for one k: a sweep over expert_count needs backend=hf")
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "backend": self.method_settings.backend}

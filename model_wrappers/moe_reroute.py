@@ -42,6 +42,10 @@ class MoERerouteLM(MoEHFLMBase):
         super().__init__(pretrained=pretrained, **model_args)
         self.rerouter = Rerouter(self.model, self.tokenizer, self.moe, self.cost_model, self.method_settings)
 
+    def apply_settings(self) -> None:
+        super().apply_settings()
+        self.rerouter = Rerouter(self.model, self.tokenizer, self.moe, self.cost_model, self.method_settings)
+
     def settings(self) -> dict[str, Any]:
         config: RerouteSettings = self.method_settings
         names = ("steps", "lr", "interval", "layer_selection", "layer_fraction", "confidence_order", "weight_decay",

@@ -53,13 +53,15 @@ class MoESearchLM(MoEHFLMBase):
             vllm_engine = engine_from_settings(settings, self.checkpoint, max(k for c in counts for k in c) if counts
                                                else max(self.moe.expert_counts),
                                                str(self.model.dtype).removeprefix("torch."), settings.seed)
+        self._vllm_engine = vllm_engine
         self.method = SearchMethod.build(settings, self.model, self.tokenizer, self.moe, self.cost_model, self.eos_ids,
                                          self.device, vllm_engine)
         self._greedy_noted = False
         logger.info("%s: %s", self.model_name, self.method.describe())
 
-    def _take_settings(self, args: dict[str, Any]) -> SearchSettings:
-        settings = search_settings(args, self.default_strategy)
+    @classmethod
+    def settings_from(cls, args: dict[str, Any]) -> SearchSettings:
+        settings = search_settings(args, cls.default_strategy)
         if settings.verifier not in (None, "majority", "likelihood"):
             from lm_eval_moe.checkpoints import resolve_checkpoint
 
@@ -70,11 +72,23 @@ class MoESearchLM(MoEHFLMBase):
     def settings_arg_names(cls) -> list[str]:
         return search_arg_names()
 
-    def expert_counts_to_check(self) -> list[tuple[str, list[Any]]]:
-        checks = super().expert_counts_to_check()
-        if self.method_settings.expert_counts:
-            checks.append(("expert_counts", list(self.method_settings.expert_counts)))
+    @classmethod
+    def expert_counts_to_check(cls, settings: Any) -> list[tuple[str, list[Any]]]:
+        checks = super().expert_counts_to_check(settings)
+        if settings.expert_counts:
+            checks.append(("expert_counts", list(settings.expert_counts)))
         return checks
+
+    @classmethod
+    def load_time_settings(cls) -> list[str]:
+        """The loaded verifier too."""
+        return [*super().load_time_settings(), *(name for name in cls.settings_arg_names() if name.startswith("verifier"))]
+
+    def apply_settings(self) -> None:
+        super().apply_settings()
+        self.method = SearchMethod.build(self.method_settings, self.model, self.tokenizer, self.moe, self.cost_model,
+                                         self.eos_ids, self.device, self._vllm_engine, verifier=self.method.verifier)
+        logger.info("%s: %s", self.model_name, self.method.describe())
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "backend": self.method_settings.backend, **self.method.describe()}

@@ -74,7 +74,7 @@ def test_reference_sets_that_cannot_be_checked_are_refused_before_loading(tmp_pa
     def no_loading(*args, **kwargs):
         raise AssertionError("the checkpoint was opened")
 
-    monkeypatch.setattr(MoEHFLM, "_check_config", no_loading)
+    monkeypatch.setattr(MoEHFLM, "check_config", no_loading)
     old = tmp_path / "old.pt"
     ReferenceSet(torch.ones(1, 4), torch.ones(1, 1, 3), [0], {"model": "tiny"}).save(old)
     with pytest.raises(ModelArgError, match="does not record question_hashes, apply_chat_template"):

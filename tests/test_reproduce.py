@@ -18,7 +18,7 @@ EXPECTED_RUNS = {"des_main": 4 * 2 * 4 * 7, "reroute_table1": 3 * 5 * 5 - 3, "re
 def test_every_recipe_dry_runs_with_its_model_args(name, capsys, tmp_path):
     recipe = load_recipe(name)
     runs = recipe.runs()
-    assert main(["reproduce", name, "--dry-run", "--output", str(tmp_path / "out")]) == 0
+    assert main(["reproduce", name, "--dry-run", "--one-run-per-process", "--output", str(tmp_path / "out")]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "-m lm_eval" in line]
     assert len(lines) == len(runs) == EXPECTED_RUNS.get(name, len(runs))
     for spec, line in zip(runs, lines):
@@ -31,6 +31,22 @@ def test_every_recipe_dry_runs_with_its_model_args(name, capsys, tmp_path):
         assert ("--confirm_run_unsafe_code" in words) == (spec.task in ("moe_humaneval", "moe_mbpp", "moe_livecodebench"))
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
     assert recipe.source and (recipe.published or name in ("demo", "des_k_range", "des_inheritance"))
+
+
+def test_runs_sharing_a_model_load_become_one_sweep(tmp_path, capsys):
+    """des_main: 4 policies x 2 PRMs x 2 model classes (moe_des, moe_search) = 16 loads for 224 runs; each
+    plan varies only settings that need no new load."""
+    jobs = tmp_path / "jobs.txt"
+    assert main(["reproduce", "des_main", "--output", str(tmp_path / "out"), "--jobs", str(jobs)]) == 0
+    assert "16 model load(s) shared by 224 runs" in capsys.readouterr().out
+    lines = jobs.read_text().splitlines()
+    assert len(lines) == 16 and all(" -m lm_eval_moe.cli sweep --plan " in line for line in lines)
+    plans = [json.loads(path.read_text()) for path in (tmp_path / "out" / "_plans").glob("*.json")]
+    assert sum(len(plan["points"]) for plan in plans) == 224
+    for plan in plans:
+        assert {"pretrained", "verifier"} <= set(plan["model_args"])
+        assert all(not {"pretrained", "verifier"} & set(point["overrides"]) for point in plan["points"])
+        assert len({point["name"] for point in plan["points"]}) == len(plan["points"])
 
 
 def test_published_numbers_are_the_papers():
@@ -89,7 +105,7 @@ def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
     jobs = tmp_path / "jobs.txt"
     assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(tmp_path / "fresh"),
                  "--jobs", str(jobs)]) == 0
-    assert len(jobs.read_text().splitlines()) == 2
+    assert len(jobs.read_text().splitlines()) == 1  # both runs on one model load
     assert main(["reproduce", str(recipe_file), "--limit", "6", "--output", str(out), "--jobs", str(jobs)]) == 0
     assert jobs.read_text() == ""
 

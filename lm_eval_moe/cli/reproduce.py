@@ -8,13 +8,18 @@ beside the published ones.
     lm-eval-moe reproduce des_main --report                        # the table from what has finished
     lm-eval-moe reproduce demo --limit 50                          # the tiny shipped models, offline
 
-Runs write to ``<output>/<run id>/``; a run whose results are there is skipped. ``--launcher`` replaces
-``python -m lm_eval`` (e.g. ``"accelerate launch --multi_gpu --num_processes 8 -m lm_eval"``).
+Runs write to ``<output>/<run id>/``; a run whose results are there is skipped. Runs that share a model load
+(same model, checkpoint, PRM and other load-time args, same lm_eval flags) go to one ``lm-eval-moe sweep``
+(its plan in ``<output>/_plans/``): the model and its PRM are loaded once for all of them, and the sweep
+resumes from its response caches. ``--launcher`` replaces ``python -m lm_eval`` (e.g. ``"accelerate launch
+--multi_gpu --num_processes 8 -m lm_eval"``); with it, or with ``--one-run-per-process``, every run is its
+own lm_eval process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import subprocess
@@ -34,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
     parser.add_argument("--jobs", default=None, help="write the unfinished runs, one shell line each, to this file")
     parser.add_argument("--report", action="store_true", help="only print the table of what has finished")
-    parser.add_argument("--launcher", default=None, help='command replacing "python -m lm_eval"')
+    parser.add_argument("--launcher", default=None, help='command replacing "python -m lm_eval" (one process per run)')
+    parser.add_argument("--one-run-per-process", action="store_true",
+                        help="one lm_eval process per run instead of one sweep per model load")
 
 
 def _select(specs, only: list[str]):
@@ -58,7 +65,7 @@ def _print_list() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from lm_eval_moe.reproduce.commands import (
-        lm_eval_command, prepare_command, results_files, shell_line, write_task_variant,
+        lm_eval_command, prepare_command, results_files, shell_line, sweep_groups, write_task_variant,
     )
     from lm_eval_moe.reproduce.recipe import RecipeError, load_recipe
     from lm_eval_moe.reproduce.report import markdown, report_rows, to_csv
@@ -80,7 +87,19 @@ def run(args: argparse.Namespace) -> int:
     pending = [s for s in specs if not results_files(s, output)]
     if not args.report:
         lines = []
-        for spec in pending:
+        grouped = not (args.launcher or args.one_run_per_process)
+        plans, alone = sweep_groups([s for s in pending if not s.prepare], output, args.limit) if grouped else ([], [])
+        single = {s.run_id for s in alone} | {s.run_id for s in pending if s.prepare or not grouped}
+        alone = [s for s in pending if s.run_id in single]  # in the recipe's order
+        for plan in plans:
+            path = output / "_plans" / f"{plan['runs'][0].replace('/', '_')}.json"
+            if not args.dry_run or args.jobs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(plan, indent=1))
+            command = [sys.executable, "-m", "lm_eval_moe.cli", "sweep", "--plan", str(path)]
+            label = f"{len(plan['runs'])} runs on one {plan['model']} load ({plan['runs'][0]}, ...)"
+            lines.append((label, None, command, shell_line(command)))
+        for spec in alone:
             try:
                 if not args.dry_run or args.jobs:
                     write_task_variant(spec, output)
@@ -92,8 +111,13 @@ def run(args: argparse.Namespace) -> int:
             line = shell_line(command)
             if prepare and not prepare[1].exists():
                 line = f"{{ [ -e {shlex.quote(str(prepare[1]))} ] || {shell_line(prepare[0])}; }} && {line}"
-            lines.append((spec, prepare, command, line))
-        print(f"  {len(specs) - len(pending)} finished, {len(pending)} to run")
+            lines.append((spec.run_id, prepare, command, line))
+        for plan in plans:
+            for point in plan["points"]:
+                if point["include_path"] and (not args.dry_run or args.jobs):
+                    write_task_variant(next(s for s in pending if s.run_id == point["name"]), output)
+        print(f"  {len(specs) - len(pending)} finished, {len(pending)} to run"
+              + (f" ({len(plans)} model load(s) shared by {sum(len(p['runs']) for p in plans)} runs)" if plans else ""))
         if args.dry_run or args.jobs:
             for _, _, _, line in lines:
                 print(line)
@@ -102,15 +126,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{len(lines)} job line(s) -> {args.jobs} (e.g. a Slurm array: "
                       f'sed -n "${{SLURM_ARRAY_TASK_ID}}p" {args.jobs} | bash)')
             return 0
-        for number, (spec, prepare, command, _) in enumerate(lines, 1):
+        for number, (label, prepare, command, _) in enumerate(lines, 1):
             if prepare and not prepare[1].exists():
-                print(f"[{number}/{len(lines)}] prepare {spec.run_id}: {shell_line(prepare[0])}", flush=True)
+                print(f"[{number}/{len(lines)}] prepare {label}: {shell_line(prepare[0])}", flush=True)
                 if subprocess.run(prepare[0]).returncode != 0 or not prepare[1].exists():
-                    print(f"error: preparing {spec.run_id} failed (no {prepare[1]})")
+                    print(f"error: preparing {label} failed (no {prepare[1]})")
                     return 1
-            print(f"[{number}/{len(lines)}] {spec.run_id}: {shell_line(command)}", flush=True)
+            print(f"[{number}/{len(lines)}] {label}: {shell_line(command)}", flush=True)
             if subprocess.run(command).returncode != 0:
-                print(f"error: run {spec.run_id} failed; fix it and rerun the same command (finished runs are kept)")
+                print(f"error: {label} failed; fix it and rerun the same command (finished runs are kept)")
                 return 1
     rows = [row for spec in specs for row in report_rows(recipe, spec, output)]
     table = markdown(recipe, rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 from lm_eval_moe.reproduce.recipe import RecipeError, RunSpec
 
@@ -127,3 +128,58 @@ def results_files(spec: RunSpec, output: Path) -> list[Path]:
 
 def shell_line(command: list[str]) -> str:
     return " ".join(shlex.quote(part) for part in command)
+
+
+#: lm_eval flags a sweep of one loaded model can take: given to the model's load, or to each evaluation
+LOAD_FLAGS = ("device", "batch_size", "max_batch_size")
+EVALUATE_FLAGS = ("apply_chat_template", "fewshot_as_multiturn", "system_instruction", "seed")
+
+
+def _evaluate_arguments(flags: dict[str, Any]) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if flag == "seed":  # lm_eval --seed: one value for all four seeds, or four comma-separated
+            seeds = [int(part) for part in str(value).split(",")]
+            seeds = seeds * 4 if len(seeds) == 1 else seeds
+            arguments.update(zip(("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed"), seeds))
+        else:
+            arguments[flag] = value
+    return arguments
+
+
+def sweep_groups(specs: list[RunSpec], output: Path, limit: int | None) -> tuple[list[dict], list[RunSpec]]:
+    """Plans of ``lm-eval-moe sweep`` for runs that share one model load (same model class, checkpoint and
+    other load-time args, same lm_eval flags; at least two runs), and the runs left to run alone."""
+    from lm_eval.api.registry import get_model
+
+    groups: dict[str, list[tuple[RunSpec, dict[str, str], dict[str, str]]]] = {}
+    alone = []
+    for spec in specs:
+        model_class = get_model(spec.model)
+        args = {key: fill(value, spec, output) if isinstance(value, str) else str(value).lower()
+                if isinstance(value, bool) else str(value) for key, value in spec.model_args.items()}
+        if not hasattr(model_class, "reconfigure") or set(spec.lm_eval) - set(LOAD_FLAGS) - set(EVALUATE_FLAGS):
+            alone.append(spec)
+            continue
+        runtime = set(model_class.settings_arg_names()) - set(model_class.load_time_settings())
+        load = {key: value for key, value in args.items() if key not in runtime}
+        load.update({flag: str(spec.lm_eval[flag]) for flag in LOAD_FLAGS if flag in spec.lm_eval})
+        evaluate = {flag: spec.lm_eval[flag] for flag in EVALUATE_FLAGS if flag in spec.lm_eval}
+        key = json.dumps([spec.model, load, evaluate], sort_keys=True)
+        groups.setdefault(key, []).append((spec, load, {k: v for k, v in args.items() if k in runtime}))
+    plans = []
+    for members in groups.values():
+        if len(members) < 2:
+            alone += [spec for spec, _, _ in members]
+            continue
+        spec, load, _ = members[0]
+        points = [{
+            "name": member.run_id, "overrides": overrides, "tasks": [task_name(member)],
+            "num_fewshot": member.num_fewshot, "gen_kwargs": member.gen_kwargs, "limit": limit,
+            "include_path": [str(output / "_tasks")] if member.repeats else [],
+            "lm_eval": {"log_samples": True, "confirm_run_unsafe_code": runs_model_code(member.task),
+                        **_evaluate_arguments({f: member.lm_eval[f] for f in EVALUATE_FLAGS if f in member.lm_eval})},
+        } for member, _, overrides in members]
+        plans.append({"model": spec.model, "model_args": load, "output": str(output), "points": points,
+                      "runs": [member.run_id for member, _, _ in members]})
+    return plans, alone

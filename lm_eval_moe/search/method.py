@@ -37,13 +37,16 @@ class SearchMethod:
 
     @classmethod
     def build(cls, settings: SearchSettings, model: Any, tokenizer: Any, moe: DynamicMoE, cost_model: CostModel,
-              eos_ids: set[int], device: torch.device | str, vllm_engine: Any = None) -> SearchMethod:
-        """``vllm_engine``: the loaded vLLM engine when ``backend=vllm``."""
-        verifier = load_verifier(
-            settings.verifier or "majority", verifier_type=settings.verifier_type,
-            device=settings.verifier_device or device, dtype=settings.verifier_dtype,
-            batch_size=settings.verifier_batch_size, trust_remote_code=settings.verifier_trust_remote_code,
-        )
+              eos_ids: set[int], device: torch.device | str, vllm_engine: Any = None,
+              verifier: Any = None) -> SearchMethod:
+        """``vllm_engine``: the loaded vLLM engine when ``backend=vllm``; ``verifier``: one already loaded with
+        these settings (a sweep over other settings keeps it)."""
+        if verifier is None:
+            verifier = load_verifier(
+                settings.verifier or "majority", verifier_type=settings.verifier_type,
+                device=settings.verifier_device or device, dtype=settings.verifier_dtype,
+                batch_size=settings.verifier_batch_size, trust_remote_code=settings.verifier_trust_remote_code,
+            )
         sampling = SamplingConfig(settings.temperature, settings.top_p, settings.top_k)
         if vllm_engine is not None:
             from lm_eval_moe.generation.vllm_engine import VLLMStepEngine

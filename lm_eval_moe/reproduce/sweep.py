@@ -1,0 +1,105 @@
+"""Many evaluations on one loaded model: each point of a sweep changes only the method's settings
+(``expert_count``, ``budget``, ``strategy``, ...), runs lm-eval's ``simple_evaluate`` on the model already in
+memory and writes an ordinary lm-eval results folder (``results_*.json`` and, with ``log_samples``, the
+sample files) that ``leaderboard``, ``regress`` and ``reproduce --report`` read like any other run.
+
+A point whose folder already reports all its tasks is skipped, and every point keeps its finished responses
+in ``<output>/_responses/<point>`` (the models' ``response_cache``), so a killed sweep resumes where it
+stopped with the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Point:
+    """One evaluation of a sweep."""
+
+    name: str  # folder under the sweep's output
+    overrides: dict[str, str]  # method settings of this point
+    tasks: list[str]
+    num_fewshot: int | None = None
+    gen_kwargs: str | None = None
+    limit: int | None = None
+    include_path: list[str] = field(default_factory=list)
+    lm_eval: dict[str, Any] = field(default_factory=dict)  # other simple_evaluate arguments
+
+
+def _args_text(args: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in args.items())
+
+
+def finished(point: Point, output: Path) -> bool:
+    """Its folder holds a results file that reports every one of its tasks."""
+    for path in sorted((output / point.name).rglob("results_*.json")):
+        try:
+            reported = set(json.loads(path.read_text()).get("results", {}))
+        except (json.JSONDecodeError, OSError):
+            continue
+        if set(point.tasks) <= reported:
+            return True
+    return False
+
+
+def check_point(model_class: Any, model_args: dict[str, str], point: Point) -> None:
+    """Refuse, before anything is loaded, a point that changes what was loaded or has a bad setting."""
+    from lm_eval_moe.model_args import ModelArgError
+
+    if not hasattr(model_class, "reconfigure"):
+        raise ModelArgError(f"{model_class.__name__} is not one of lm_eval_moe's models: a sweep needs one")
+    runtime = set(model_class.settings_arg_names()) - set(model_class.load_time_settings())
+    fixed = sorted(set(point.overrides) - runtime)
+    if fixed:
+        raise ModelArgError(f"point {point.name}: {', '.join(fixed)} need their own load (settings a sweep can "
+                            f"vary: {', '.join(sorted(runtime))})")
+    from lm_eval_moe.checkpoints import resolve_checkpoint
+
+    settings = model_class.settings_from({**model_args, **point.overrides})
+    model_class.check_config(resolve_checkpoint(model_args.get("pretrained")), model_args, settings)
+
+
+def run_points(model: str, model_args: dict[str, str], points: list[Point], output: Path) -> list[Path]:
+    """Load ``model`` once with ``model_args`` and evaluate every unfinished point; returns the folders written."""
+    from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_model
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    todo = [point for point in points if not finished(point, output)]
+    logger.info("sweep: %d of %d points finished before, %d to run", len(points) - len(todo), len(points), len(todo))
+    if not todo:
+        return []
+    model_class = get_model(model)
+    for point in todo:
+        check_point(model_class, model_args, point)
+    lm = model_class(**model_args)
+    logger.info("sweep: %s loaded once for %d points", model, len(todo))
+    written = []
+    for number, point in enumerate(todo, 1):
+        logger.info("sweep: point %d/%d %s (%s)", number, len(todo), point.name, _args_text(point.overrides) or "as loaded")
+        lm.reconfigure(point.overrides, response_cache=str(output / "_responses" / point.name))
+        folder = output / point.name
+        tracker = EvaluationTracker(output_path=str(folder))
+        manager = TaskManager(include_path=point.include_path or None, metadata=point.lm_eval.get("metadata"))
+        evaluate_args = {k: v for k, v in point.lm_eval.items() if k != "metadata"}
+        results = simple_evaluate(
+            model=lm, model_args=_args_text({**model_args, **point.overrides}), tasks=point.tasks,
+            num_fewshot=point.num_fewshot, gen_kwargs=point.gen_kwargs, limit=point.limit, task_manager=manager,
+            evaluation_tracker=tracker, **evaluate_args,
+        )
+        if results is None:  # a data-parallel rank other than 0
+            continue
+        samples = results.pop("samples", None)
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task in results["configs"] if samples else []:
+            tracker.save_results_samples(task_name=task, samples=samples[task])
+        written.append(folder)
+    return written

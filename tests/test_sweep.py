@@ -1,0 +1,95 @@
+"""A settings sweep on one loaded model equals separate lm_eval runs, loads the model once, resumes, and
+refuses what would need another load."""
+
+import json
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+
+from lm_eval_moe.cli import main
+from lm_eval_moe.cli.sweep import grid_points
+
+LIMIT = 12
+MEASURED = ("wall_seconds", "peak_rss_mb", "cuda_peak_mb")
+
+
+def _comparable(sample: dict) -> dict:
+    records = [json.loads(text) if isinstance(text, str) else dict(text) for text in sample["filtered_resps"][0]]
+    for record in records:
+        record.pop("resources", None)
+    metrics = {k: v for k, v in sample.items() if isinstance(v, float) and k not in MEASURED}
+    return {"doc_id": sample["doc_id"], "records": records, **metrics}
+
+
+@pytest.mark.slow  # five evaluations of the demo policy
+def test_a_k_sweep_loads_the_demo_policy_once_and_equals_separate_runs(tmp_path, monkeypatch, caplog):
+    loads = []
+    create = HFLM._create_model
+
+    def counted(self, *args, **kwargs):
+        loads.append(kwargs.get("pretrained", args[0] if args else None))
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_create_model", counted)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model", "moe_hf", "--model_args", "pretrained=tiny-arith-moe,device=cpu,batch_size=8",
+                 "--grid", "expert_count=1,2,3,4", "--tasks", "moe_demo_arith", "--limit", str(LIMIT),
+                 "--log_samples", "--output_path", str(out)]) == 0
+    assert len(loads) == 1  # one model load for four settings
+    for k in (1, 2, 3, 4):
+        (results_file,) = (out / f"expert_count-{k}").rglob("results_*.json")
+        results = json.loads(results_file.read_text())
+        assert results["config"]["lm_eval_moe"]["expert_count"] == [k] * 4
+        (samples_file,) = (out / f"expert_count-{k}").rglob("samples_moe_demo_arith_*.jsonl")
+        swept = [_comparable(json.loads(line)) for line in samples_file.read_text().splitlines()]
+
+        from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
+
+        separate = simple_evaluate(model=MoEHFLM(pretrained="tiny-arith-moe", device="cpu", batch_size=8,
+                                                 expert_count=k),
+                                   tasks=["moe_demo_arith"], limit=LIMIT, log_samples=True,
+                                   task_manager=TaskManager())
+        alone = [_comparable(json.loads(json.dumps(s, default=str))) for s in separate["samples"]["moe_demo_arith"]]
+        assert sorted(swept, key=lambda s: s["doc_id"]) == sorted(alone, key=lambda s: s["doc_id"]), k
+
+    loads.clear()  # the same command again: every point is finished, nothing is loaded
+    assert main(["sweep", "--model", "moe_hf", "--model_args", "pretrained=tiny-arith-moe,device=cpu,batch_size=8",
+                 "--grid", "expert_count=1,2,3,4", "--tasks", "moe_demo_arith", "--limit", str(LIMIT),
+                 "--output_path", str(out)]) == 0
+    assert loads == []
+
+
+def test_settings_that_need_another_load_are_refused_before_loading(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the checkpoint was opened")
+
+    monkeypatch.setattr(HFLM, "_create_model", no_loading)
+    assert main(["sweep", "--model", "moe_hf", "--model_args", "pretrained=tiny-arith-moe,device=cpu",
+                 "--grid", "renormalize=true,false", "--tasks", "moe_demo_arith", "--limit", "1",
+                 "--output_path", str(tmp_path)]) == 2
+    assert "renormalize need their own load" in capsys.readouterr().out
+    assert main(["sweep", "--model", "moe_hf", "--model_args", "pretrained=tiny-arith-moe,device=cpu",
+                 "--grid", "expert_count=2,99", "--tasks", "moe_demo_arith", "--output_path", str(tmp_path)]) == 2
+    assert "expert_count" in capsys.readouterr().out
+
+
+def test_grid_points_are_the_product_in_order():
+    assert grid_points(["budget=4,8", "strategy=beam,dvts"]) == [
+        ("budget-4_strategy-beam", {"budget": "4", "strategy": "beam"}),
+        ("budget-4_strategy-dvts", {"budget": "4", "strategy": "dvts"}),
+        ("budget-8_strategy-beam", {"budget": "8", "strategy": "beam"}),
+        ("budget-8_strategy-dvts", {"budget": "8", "strategy": "dvts"}),
+    ]
+    with pytest.raises(SystemExit, match="names a setting twice"):
+        grid_points(["budget=4", "budget=8"])
+
+
+def test_leaderboard_rows_of_a_k_sweep_are_told_apart():
+    from lm_eval_moe.leaderboard.results import _method
+
+    assert _method({"lm_eval_moe": {"model_class": "moe_hf", "expert_count": [3, 3], "default_expert_count": [2, 2]}}) \
+        == "moe_hf k=3"
+    assert _method({"lm_eval_moe": {"model_class": "moe_hf", "expert_count": [2, 2], "default_expert_count": [2, 2]}}) \
+        == "moe_hf"
