@@ -6,6 +6,7 @@ import builtins
 import json
 import os
 import shutil
+import sys
 import tempfile
 import textwrap
 import threading
@@ -143,6 +144,31 @@ def test_an_absent_layer_is_named_in_every_verdict(fallback_runner):
     assert result.outcome == "passed" and "namespaces=unshare" in result.sandbox
     assert "file system NOT isolated" in result.sandbox and result.forgeable  # it could read the expected output
     assert result.as_dict()["sandbox"] == result.sandbox
+
+
+def test_the_fallback_runs_from_an_installation_its_uid_cannot_read(monkeypatch, tmp_path):
+    """A checkout and venv inside a 0700 folder (``mktemp -d``, as CI makes it): the check's dropped uid cannot
+    open anything there, so the fallback must not need to (the bootstrap travels on the command line)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root (the uid drop) and util-linux unshare")
+    private = Path(tempfile.mkdtemp(prefix="lm_eval_moe_private_"))
+    try:
+        private.chmod(0o700)
+        (private / "python").symlink_to(os.path.realpath(sys.executable))
+        shutil.copy(sandbox_module.BOOTSTRAP, private / "bootstrap.py")
+        monkeypatch.setattr(sandbox_module, "BOOTSTRAP", private / "bootstrap.py")
+        monkeypatch.setattr(sandbox_module.sys, "executable", str(private / "python"))
+        which = shutil.which
+        monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else which(name))
+        runner = CodeRunner("auto", LIMITS, workers=1)
+        try:
+            assert runner.sandbox.layers.namespaces == "unshare" and runner.sandbox.layers.uid_drop
+            assert runner.run(ADD, GOOD).outcome == "passed"
+            assert runner.run(ADD, GOOD.replace("a + b", "a - b")).outcome == "failed"
+        finally:
+            runner.close()
+    finally:
+        shutil.rmtree(private)
 
 
 def test_no_file_of_a_sample_outlives_it(fallback_runner, runner):

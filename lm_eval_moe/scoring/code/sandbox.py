@@ -475,7 +475,12 @@ class Sandbox:
 
     @staticmethod
     def _python(namespaces: str) -> list[str]:
-        return [sys.executable, "-I", "/sandbox/bootstrap.py" if namespaces == "bwrap" else str(BOOTSTRAP)]
+        """Under bubblewrap the bootstrap is bound read-only at /sandbox; otherwise its source travels on the
+        command line, because the check's uid may not be able to open anything of this installation (a
+        checkout or venv inside a 0700 folder, as ``mktemp -d`` makes them)."""
+        if namespaces == "bwrap":
+            return [sys.executable, "-I", "/sandbox/bootstrap.py"]
+        return [sys.executable, "-I", "-c", BOOTSTRAP.read_text(encoding="utf-8")]
 
     def _bwrap(self) -> list[str]:
         """bubblewrap applies its mounts in order: the private tmpfs mounts come FIRST, so that an interpreter
