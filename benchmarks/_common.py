@@ -1,22 +1,65 @@
-"""What the benchmarks share: the random-weight policy of the search and rerouting benchmarks (hidden 256,
-32 experts, top-8, 4 layers) and the benchmark data folder."""
+"""What the benchmarks share: the random-weight policies of the search, rerouting and mixed-k benchmarks
+(``small``: hidden 256, 32 experts, top-8, 4 layers, for CPU; ``olmoe-1b-7b``: OLMoE-1B-7B's shape, 6.9B
+parameters, for a GPU), timing that waits for the GPU, and the benchmark data folder."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import torch
+
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.moe import attach
-from lm_eval_moe.testing import byte_tokenizer, tiny_moe
+from lm_eval_moe.testing import byte_tokenizer, tiny_config, tiny_moe
 
 
-def benchmark_policy():
-    """(model, Dynamic MoE handle, byte tokenizer, cost model)."""
-    model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32, num_experts_per_tok=8,
-                     num_hidden_layers=4)
+#: OLMoE-1B-7B-0924's shape (allenai/OLMoE-1B-7B-0924 config.json): 16 layers, 64 experts, top-8
+OLMOE_1B_7B = {"hidden_size": 2048, "intermediate_size": 1024, "num_experts": 64, "num_experts_per_tok": 8,
+               "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 50304,
+               "max_position_embeddings": 4096}
+POLICIES = ("small", "olmoe-1b-7b")
+
+
+def benchmark_policy(policy: str = "small", device: str = "cpu", dtype: str = "float32"):
+    """(model, Dynamic MoE handle, byte tokenizer, cost model) of a random-weight policy on ``device``."""
+    if policy == "small":
+        model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32,
+                         num_experts_per_tok=8, num_hidden_layers=4).to(device=device, dtype=getattr(torch, dtype))
+    elif policy == "olmoe-1b-7b":
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        with torch.device(device):  # initialised where it runs: 6.9B parameters
+            model = AutoModelForCausalLM.from_config(tiny_config("olmoe", **OLMOE_1B_7B),
+                                                     dtype=getattr(torch, dtype)).eval()
+    else:
+        raise SystemExit(f"--policy {policy!r}: expected one of {', '.join(POLICIES)}")
     moe = attach(model)
     return model, moe, byte_tokenizer(), CostModel.from_model(model, moe)
+
+
+def describe(model) -> str:
+    config = model.config
+    return (f"OLMoE shape, hidden {config.hidden_size}, {config.num_experts} experts (top-{config.num_experts_per_tok}), "
+            f"{config.num_hidden_layers} layers, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters, "
+            f"{next(model.parameters()).dtype} on {device_name(next(model.parameters()).device)}")
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that wall-clock timings cover it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def add_policy_arguments(parser) -> None:
+    parser.add_argument("--policy", default="small", choices=POLICIES)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
 
 def benchmark_data_dir() -> Path:

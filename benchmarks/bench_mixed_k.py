@@ -8,6 +8,7 @@ Timings are interleaved across variants (round robin) and the median is reported
 from one run under the same machine load.
 
     python benchmarks/bench_mixed_k.py [--hidden 256 --experts 32 --layers 4 --repeats 30]
+    python benchmarks/bench_mixed_k.py --policy olmoe-1b-7b --device cuda --dtype bfloat16   # a GPU, real size
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import attach
 from lm_eval_moe.testing import tiny_moe
 
+from _common import add_policy_arguments, benchmark_policy, describe, synchronize
+
 
 def _timed(repeats: int, variants: dict[str, callable]) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -31,8 +34,10 @@ def _timed(repeats: int, variants: dict[str, callable]) -> dict[str, float]:
         variant()
     for _ in range(repeats):
         for name, variant in variants.items():
+            synchronize()
             start = time.perf_counter()
             variant()
+            synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) * 1000 for name, values in samples.items()}
 
@@ -47,17 +52,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--implementation", default="grouped_mm", choices=["eager", "grouped_mm", "batched_mm"])
+    add_policy_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = tiny_moe(
-        "olmoe", hidden_size=args.hidden, intermediate_size=args.hidden, num_experts=args.experts,
-        num_experts_per_tok=8, num_hidden_layers=args.layers, experts_implementation=args.implementation,
-    )
-    moe = attach(model)
+    if args.policy == "small":  # the CPU sizes of --hidden/--experts/--layers
+        model = tiny_moe(
+            "olmoe", hidden_size=args.hidden, intermediate_size=args.hidden, num_experts=args.experts,
+            num_experts_per_tok=8, num_hidden_layers=args.layers, experts_implementation=args.implementation,
+        ).to(device=args.device, dtype=getattr(torch, args.dtype))
+        moe = attach(model)
+    else:
+        model, moe, _, _ = benchmark_policy(args.policy, args.device, args.dtype)
+    print(describe(model))
     counts = [1 + (i * 8 // args.batch) for i in range(args.batch)]  # k = 1..8 spread over the rows
     k_max, k_mean = max(counts), round(sum(counts) / len(counts))
-    ids = torch.randint(4, 260, (args.batch, args.tokens), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(4, 260, (args.batch, args.tokens), generator=torch.Generator().manual_seed(0)).to(args.device)
     groups = {k: [i for i, c in enumerate(counts) if c == k] for k in sorted(set(counts))}
 
     def forward(batch_ids, past=None, **settings):
@@ -66,12 +76,12 @@ def main() -> None:
 
     with torch.no_grad():
         prefix = returned_cache(model(ids, use_cache=True))
-    step = torch.randint(4, 260, (args.batch, 1), generator=torch.Generator().manual_seed(1))
+    step = torch.randint(4, 260, (args.batch, 1), generator=torch.Generator().manual_seed(1)).to(args.device)
 
     def decode(rows, **settings):
         past = copy.deepcopy(prefix)  # a decode step extends the cache in place: start from a copy
         if rows is not None:
-            past.batch_select_indices(torch.tensor(rows))
+            past.batch_select_indices(torch.tensor(rows, device=args.device))
         return forward(step if rows is None else step[rows], past, **settings)
 
     results = {}
@@ -92,7 +102,10 @@ def main() -> None:
             copy_ms = results[phase].pop("cache_copy_only")
             results[phase] = {name: ms - copy_ms for name, ms in results[phase].items()}
 
-    print(json.dumps({"config": vars(args), "row_expert_counts": counts, "median_ms": results}, indent=2))
+    config = vars(args) if args.policy == "small" else {  # --hidden/--experts/--layers size only the small one
+        key: value for key, value in vars(args).items() if key not in ("hidden", "experts", "layers")}
+    print(json.dumps({"config": config, "model": describe(model), "row_expert_counts": counts,
+                      "median_ms": results}, indent=2))
     for phase, times in results.items():
         mixed = times["mixed_k_one_batch"]
         print(

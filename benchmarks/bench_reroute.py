@@ -5,6 +5,7 @@ HumanEval). Plain generation is the same decode loop with T = 0. The rerouted ru
 Phase 1 (forward + backward over the context), the cache recomputation after each update, and decoding.
 
     python benchmarks/bench_reroute.py [--new-tokens 512 --interval 128 --steps 5 --batch 1]
+    python benchmarks/bench_reroute.py --policy olmoe-1b-7b --device cuda --dtype bfloat16   # a GPU, real size
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from lm_eval_moe.generation import SamplingConfig
 from lm_eval_moe.reroute import RerouteSettings, Rerouter
 
-from _common import benchmark_policy
+from _common import add_policy_arguments, benchmark_policy, describe, synchronize
 
 
 def main() -> None:
@@ -28,9 +29,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    add_policy_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, moe, tok, cost_model = benchmark_policy()
+    model, moe, tok, cost_model = benchmark_policy(args.policy, args.device, args.dtype)
     prompt = tok.encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n")
     prompts = [prompt] * args.batch
     eos = {-1}  # never stop early: every run generates exactly --new-tokens
@@ -42,16 +44,20 @@ def main() -> None:
             original = getattr(rerouter, name)
 
             def timed(*a, _original=original, _name=name, **k):
+                synchronize()
                 start = time.perf_counter()
                 try:
                     return _original(*a, **k)
                 finally:
+                    synchronize()
                     spent[_name] += time.perf_counter() - start
 
             setattr(rerouter, name, timed)
+        synchronize()
         start = time.perf_counter()
         outcomes = rerouter.generate(prompts, args.new_tokens, SamplingConfig(temperature=0.0), list(range(args.batch)),
                                      eos_ids=eos)
+        synchronize()
         total = time.perf_counter() - start
         spent["prefill"] = total - spent["optimise"] - spent["_decode_block"]
         return total, spent, outcomes
@@ -60,7 +66,7 @@ def main() -> None:
     plain, _, plain_out = run(0)
     rerouted, spent, rerouted_out = run(args.steps)
     tokens = sum(len(o.tokens) for o in rerouted_out)
-    print(f"model: hidden 256, 32 experts (k=8), 4 layers; prompt {len(prompt)} tokens, {args.new_tokens} new tokens, "
+    print(f"model: {describe(model)}; prompt {len(prompt)} tokens, {args.new_tokens} new tokens, "
           f"T={args.steps}, m={args.interval}, batch {args.batch}, {args.threads} thread(s)")
     print(f"plain generation: {plain:.2f} s; rerouted: {rerouted:.2f} s -> ratio {rerouted / plain:.2f}x "
           f"({tokens} tokens, {len(rerouted_out[0].phases)} Phase-1 rounds)")

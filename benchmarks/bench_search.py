@@ -9,12 +9,14 @@ Steps have a fixed length (a delimiter the random policy never emits, ``max_step
 every variant does the same generation work; a tiny random PRM scores the candidates.
 
     python benchmarks/bench_search.py [--budget 16 --steps 4 --step-tokens 24 --problems 2]
+    python benchmarks/bench_search.py --policy olmoe-1b-7b --device cuda --dtype bfloat16   # a GPU, real size
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import statistics
 import tempfile
 import time
@@ -28,7 +30,7 @@ from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.testing import save_tiny_prm
 from lm_eval_moe.verifiers import load_verifier
 
-from _common import benchmark_policy
+from _common import add_policy_arguments, benchmark_policy, describe, synchronize
 
 NEVER = "\x00\x01never"
 
@@ -36,8 +38,10 @@ NEVER = "\x00\x01never"
 def _median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -50,10 +54,11 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    add_policy_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, moe, tok, cost_model = benchmark_policy()
+    model, moe, tok, cost_model = benchmark_policy(args.policy, args.device, args.dtype)
     layers = moe.num_layers
     counts = [(k,) * layers for k in (2, 4, 6, 8)]
 
@@ -76,17 +81,20 @@ def main() -> None:
     def timed_second_round(groups: list[list[tuple[int, ...]]]) -> float:
         engines = [engine() for _ in groups]
         frontiers = [first_round(e, g) for e, g in zip(engines, groups)]
+        synchronize()
         start = time.perf_counter()
         for eng, frontier in zip(engines, frontiers):
             eng.expand([Expansion(node, 1000 + i, args.step_tokens) for i, node in enumerate(frontier)], context())
+        synchronize()
         return time.perf_counter() - start
 
     mixed = statistics.median(timed_second_round([counts]) for _ in range(args.repeats))
     grouped = statistics.median(timed_second_round([[k] for k in counts]) for _ in range(args.repeats))
 
     # (b) and (c): whole searches
-    prm_dir = tempfile.mkdtemp()
-    verifier = load_verifier(str(save_tiny_prm(prm_dir, "qwen_prm")))
+    prm_dir = tempfile.mkdtemp(prefix="bench_search_prm_")
+    verifier = load_verifier(str(save_tiny_prm(prm_dir, "qwen_prm")), device=args.device)
+    shutil.rmtree(prm_dir)  # loaded: the files are no longer needed
     problems = [Problem(i, prompt + tuple(tok.encode(f" #{i}")), f"problem {i}", seed=i, base_expert_count=(8,) * layers)
                 for i in range(args.problems)]
     config = SearchConfig(budget=args.budget, keep=max(1, args.budget // 4), max_steps=args.steps,
@@ -111,7 +119,7 @@ def main() -> None:
     des_gen, _ = tokens(("des", "reuse"))
     _, reread_tokens = tokens(("des", "reread"))
     bon_gen, _ = tokens(("best_of_n", "reuse"))
-    print(f"model: hidden 256, 32 experts, 4 layers; N={args.budget}, K={{2,4,6,8}}, T={args.steps}, "
+    print(f"model: {describe(model)}; N={args.budget}, K={{2,4,6,8}}, T={args.steps}, "
           f"{args.step_tokens} tokens/step, {args.problems} problems, {args.threads} thread(s)")
     print(f"(a) DES round, {args.budget} beams: mixed-k batch {mixed:.2f} s, per-k groups {grouped:.2f} s "
           f"-> groups / mixed = {grouped / mixed:.2f}x")
