@@ -45,7 +45,8 @@ def real_responses(responses: Sequence[Any]) -> list[Any]:
 class SampleRecord(dict):
     """One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's
     final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``,
-    ``resources`` (its share of its batch's wall time and memory) and ``routing``; code tasks add each
+    ``resources`` (its share of its batch's wall time and memory), ``routing`` and ``search_steps`` (per
+    step of a step-wise search: expansions, k statistics, the k of each kept state); code tasks add each
     program's ``execution``."""
 
     def __str__(self) -> str:
@@ -60,6 +61,7 @@ def sample_record(response: Any) -> SampleRecord:
         cost=dict(meta.get("cost", {})),
         resources=dict(meta.get("resources", {})),
         routing=routing_facts(meta),
+        search_steps=[dict(step) for step in (meta.get("search") or {}).get("steps", [])],
     )
 
 

@@ -1,7 +1,7 @@
 """No evaluated document appears in its own few-shot context, in any task (at --num_fewshot 5)."""
 
 import pytest
-from lm_eval.tasks import TaskManager, get_task_dict
+from lm_eval.tasks import TaskManager
 
 from lm_eval_moe._lm_eval_hook import tasks_dir
 from lm_eval_moe.tasks.data import DATA_DIR_ENV

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from lm_eval_moe.response import MoEResponse
+from lm_eval_moe.response import RESOURCE_METRICS, MoEResponse
 from lm_eval_moe.response_cache import ResponseCache, ResponseCacheError
+from lm_eval_moe.testing import reproducible_sample
 
 DES_ARGS = ("pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=4,keep=2,max_steps=3,max_step_tokens=40,"
             "expert_counts=1-4,temperature=0.8,search_batch_size=2")
 LIMIT = 10
 #: measurements, not results: they differ between any two runs
-MEASURED = ("wall_seconds", "peak_rss_mb", "cuda_peak_mb")
 
 
 def _command(model_args: str, output) -> list[str]:
@@ -32,15 +32,8 @@ def _env():
 
 def _samples(output) -> dict[int, dict]:
     (path,) = output.rglob("samples_moe_demo_arith_*.jsonl")
-    samples = {}
-    for line in path.read_text().splitlines():
-        sample = json.loads(line)
-        records = [json.loads(text) for text in sample["filtered_resps"][0]]
-        for record in records:
-            del record["resources"]
-        samples[sample["doc_id"]] = {"records": records, **{k: v for k, v in sample.items()
-                                                           if isinstance(v, float) and k not in MEASURED}}
-    return samples
+    samples = map(reproducible_sample, map(json.loads, path.read_text().splitlines()))
+    return {sample["doc_id"]: sample for sample in samples}
 
 
 @pytest.mark.slow  # three subprocess lm_eval runs, one killed
@@ -75,7 +68,7 @@ def test_a_killed_des_run_resumes_with_the_same_results(tmp_path):
     assert _samples(tmp_path / "out") == _samples(tmp_path / "plain")
     (resumed_results,) = (tmp_path / "out").rglob("results_*.json")
     (plain_results,) = (tmp_path / "plain").rglob("results_*.json")
-    totals = [{k: v for k, v in json.loads(p.read_text())["config"]["lm_eval_moe"]["totals"].items() if k not in MEASURED}
+    totals = [{k: v for k, v in json.loads(p.read_text())["config"]["lm_eval_moe"]["totals"].items() if k not in RESOURCE_METRICS}
               for p in (resumed_results, plain_results)]
     assert totals[0] == totals[1]
 

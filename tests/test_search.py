@@ -92,6 +92,50 @@ def test_des_without_inheritance_draws_each_childs_k_from_k(policy, verifier):
 
 
 
+def test_adaptive_shares_follow_the_scores_and_spend_exactly_n():
+    from lm_eval_moe.search.des_adaptive import shares
+
+    assert shares([0.9, 0.3], 8) == [6, 2]  # 1 each, then 6 split 4.5 : 1.5; the tied remainder to the first
+    assert shares([1.0, 0.0, 0.0], 8) == [6, 1, 1]  # every live k keeps one expansion
+    assert shares([0.0, 0.0], 5) == [3, 2]  # no signal: even, ties to K's order
+    for weights, total in (([0.2, 0.5, 0.3], 16), ([0.99, 0.01, 0.5, 0.5], 9), ([0.4], 3)):
+        split = shares(weights, total)
+        assert sum(split) == total and min(split) >= 1
+        ranked = [c for _, c in sorted(zip(weights, split), key=lambda pair: -pair[0])]
+        assert ranked == sorted(ranked, reverse=True)  # a better-scored k never gets less
+
+
+def test_adaptive_des_moves_the_budget_to_the_better_scored_k(policy, verifier):
+    from lm_eval_moe.search.des_adaptive import shares
+
+    counts = ((1, 1), (2, 2), (4, 4), (8, 8))
+    config = dataclasses.replace(CONFIG, expert_counts=counts, keep=4)
+    (outcome,) = search(policy, "des_adaptive", problems(policy, 1), config, engine(policy), verifier)
+    nodes = outcome.nodes
+    scores = {}  # every scored path of each k so far, rebuilt from the trace
+    for record in outcome.result.steps:
+        step = record["step"]
+        expanded = [n for n in nodes if n.depth == step + 1]
+        assert len(expanded) == record["expanded"] and len(expanded) <= config.budget
+        if step > 0:
+            live = sorted({n.expert_count for n in expanded}, key=counts.index)
+            means = [sum(scores[k]) / len(scores[k]) for k in live]
+            per_k = [sum(n.expert_count == k for n in expanded) for k in live]
+            assert per_k == shares(means, config.budget)
+        for node, score in zip(expanded, record["scores"]):
+            scores.setdefault(node.expert_count, []).append(score)
+        for node in expanded:
+            assert node.depth == 1 or node.expert_count == node.parent.expert_count  # inheritance
+
+
+def test_adaptive_des_with_one_k_is_des(policy, verifier):
+    config = dataclasses.replace(CONFIG, expert_counts=(K2,))
+    adaptive = search(policy, "des_adaptive", problems(policy), config, engine(policy), verifier)
+    plain = search(policy, "des", problems(policy), config, engine(policy), verifier)
+    for a, b in zip(adaptive, plain):
+        assert texts(a) and texts(a) == texts(b) and a.result.selected == b.result.selected
+
+
 def test_top_m_keeps_the_best_live_candidates(policy, verifier):
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (4, 4)))
     (outcome,) = search(policy, "des", problems(policy, 1), config, engine(policy), verifier)

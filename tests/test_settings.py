@@ -26,6 +26,8 @@ MISSING = "/nonexistent/checkpoint/that/would/fail/to/load"
     (MoEDESLM, dict(verifier="x", budget="eight"), r"budget='eight': expected an integer"),
     (MoEDESLM, dict(verifier="x", expert_counts="4-2"), r"expert_counts='4-2': the range 4-2 is empty"),
     (MoESearchLM, dict(verifier="x", strategy="best_of_n", max_steps=3), r"max_steps does not apply to strategy=best_of_n"),
+    (MoESearchLM, dict(verifier="x", strategy="des_adaptive", rounding="floor"), r"rounding does not apply to strategy=des_adaptive"),
+    (MoESearchLM, dict(verifier="x", strategy="des_adaptive", inherit="false"), r"inherit does not apply to strategy=des_adaptive"),
     (MoESearchLM, dict(verifier="x", strategy="beam", budget=10, beam_width=4), r"beam_width=4 does not divide budget=10"),
     (MoESearchLM, dict(verifier="x", strategy="dvts", budget=10, keep=4), r"M must divide budget=10"),
     (MoESearchLM, dict(strategy="beam"), r"strategy=beam needs a verifier"),

@@ -10,17 +10,9 @@ from lm_eval.tasks import TaskManager
 
 from lm_eval_moe.cli import main
 from lm_eval_moe.cli.sweep import grid_points
+from lm_eval_moe.testing import reproducible_sample
 
 LIMIT = 12
-MEASURED = ("wall_seconds", "peak_rss_mb", "cuda_peak_mb")
-
-
-def _comparable(sample: dict) -> dict:
-    records = [json.loads(text) if isinstance(text, str) else dict(text) for text in sample["filtered_resps"][0]]
-    for record in records:
-        record.pop("resources", None)
-    metrics = {k: v for k, v in sample.items() if isinstance(v, float) and k not in MEASURED}
-    return {"doc_id": sample["doc_id"], "records": records, **metrics}
 
 
 @pytest.mark.slow  # five evaluations of the demo policy
@@ -43,7 +35,7 @@ def test_a_k_sweep_loads_the_demo_policy_once_and_equals_separate_runs(tmp_path,
         results = json.loads(results_file.read_text())
         assert results["config"]["lm_eval_moe"]["expert_count"] == [k] * 4
         (samples_file,) = (out / f"expert_count-{k}").rglob("samples_moe_demo_arith_*.jsonl")
-        swept = [_comparable(json.loads(line)) for line in samples_file.read_text().splitlines()]
+        swept = [reproducible_sample(json.loads(line)) for line in samples_file.read_text().splitlines()]
 
         from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 
@@ -51,7 +43,7 @@ def test_a_k_sweep_loads_the_demo_policy_once_and_equals_separate_runs(tmp_path,
                                                  expert_count=k),
                                    tasks=["moe_demo_arith"], limit=LIMIT, log_samples=True,
                                    task_manager=TaskManager())
-        alone = [_comparable(json.loads(json.dumps(s, default=str))) for s in separate["samples"]["moe_demo_arith"]]
+        alone = [reproducible_sample(json.loads(json.dumps(s, default=str))) for s in separate["samples"]["moe_demo_arith"]]
         assert sorted(swept, key=lambda s: s["doc_id"]) == sorted(alone, key=lambda s: s["doc_id"]), k
 
     loads.clear()  # the same command again: every point is finished, nothing is loaded

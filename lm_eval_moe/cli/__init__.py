@@ -1,4 +1,4 @@
-"""``lm-eval-moe``: commands around lm-eval runs: leaderboards, regression gates, paper reproduction recipes,
+"""``lm-eval-moe``: commands around lm-eval runs: leaderboards, the papers' analyses, regression gates, paper reproduction recipes,
 settings sweeps on one loaded model, C3PO reference sets."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import argparse
 import logging
 import sys
 
-from lm_eval_moe.cli import c3po_build, leaderboard, regress, reproduce, sweep
+from lm_eval_moe.cli import analyze, c3po_build, leaderboard, regress, reproduce, sweep
 
-COMMANDS = {"leaderboard": leaderboard, "regress": regress, "reproduce": reproduce, "sweep": sweep,
-            "c3po-build": c3po_build}
+COMMANDS = {"leaderboard": leaderboard, "analyze": analyze, "regress": regress, "reproduce": reproduce,
+            "sweep": sweep, "c3po-build": c3po_build}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@
 
 Rows are model x method x task; columns accuracy +- standard error, precision, coverage (any of the N candidates correct), generated tokens,
 FLOPs and average k (the last four from our models only). Plots: accuracy vs FLOPs and vs tokens per
-method and task, the distribution of the chosen k, router entropy of rerouting runs.
+method and task, the distribution of the chosen k, router entropy of rerouting runs; and where the runs allow
+them, the analyses of ``lm-eval-moe analyze`` (analyses.md/json, their plots, a section of the HTML page).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lm_eval_moe.leaderboard import ResultsError, load_runs
+    from lm_eval_moe.leaderboard.analyses import Analyses
     from lm_eval_moe.leaderboard.table import markdown, rows, to_csv, to_html
 
     try:
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}")
         return 2
     table = rows(runs, include_groups=not args.no_groups)
+    analyses = Analyses.of(runs)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
@@ -38,14 +41,16 @@ def run(args: argparse.Namespace) -> int:
         from lm_eval_moe.leaderboard.plots import PlotDependencyError, all_plots
 
         try:
-            images = all_plots(runs, table)
+            images = all_plots(runs, table, analyses)
         except PlotDependencyError as error:
             print(f"warning: no plots ({error}); the tables are written without them")
         for name, png in images.items():
             (output / f"{name}.png").write_bytes(png)
+    if analyses:
+        analyses.write(output)
     (output / "leaderboard.md").write_text(markdown(table))
     (output / "leaderboard.csv").write_text(to_csv(table))
-    (output / "leaderboard.html").write_text(to_html(table, images))
+    (output / "leaderboard.html").write_text(to_html(table, images, analyses.markdown()))
     print(markdown(table))
     print(f"{len(runs)} run(s), {len(table)} rows -> {output}/leaderboard.{{md,csv,html}}"
           + (f" and {len(images)} plot(s)" if images else ""))

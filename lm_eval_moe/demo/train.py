@@ -2,8 +2,10 @@
 
     python -m lm_eval_moe.demo.train [--output lm_eval_moe/demo/models] [--policy-steps N]
 
-Writes ``tiny-arith-moe/`` and ``tiny-arith-prm/`` (config, float16 weights, tokenizer) and
-``training_log.json`` (losses, held-out accuracy per expert count, PRM AUC). The same command with the
+Writes ``tiny-arith-moe/`` (trained at its config's top-2), ``tiny-arith-prm/``, ``tiny-arith-moe-anyk/``
+(the k-robust policy: each batch at a k drawn from 1-4) (config, float16 weights, tokenizer) and
+``training_log.json`` (losses, held-out accuracy per expert count, PRM AUC). ``--models k-robust`` trains
+the k-robust policy alone and adds it to the existing log. The same command with the
 same arguments reproduces the shipped metrics (fixed seeds, a fixed CPU thread count; tested).
 """
 
@@ -25,6 +27,10 @@ from lm_eval_moe.demo.tokenizer import EOS_ID, PAD_ID, byte_tokenizer
 
 DIFFICULTY = Difficulty()
 PROMPT = "Problem: {question}\n\nSolution: "
+#: the k-robust policy (``tiny-arith-moe-anyk``): same shape and data, each batch at a k drawn from these
+K_ROBUST_COUNTS = (1, 2, 3, 4)
+K_ROBUST_STEPS = 800
+K_ROBUST_KEY = "k_robust_policy"
 POLICY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                     num_key_value_heads=4, num_experts=8, num_experts_per_tok=2, max_position_embeddings=512)
 
@@ -79,10 +85,15 @@ def _report(name: str, step: int, steps: int, losses: list[float], start: float)
               f"({time.time() - start:.0f} s)", flush=True)
 
 
-def train_policy(train: list[ArithProblem], steps: int, seed: int, log: dict, run_steps: int | None = None
-                 ) -> torch.nn.Module:
-    """``steps`` sets the schedule; ``run_steps`` stops early (the reproduction check replays the start)."""
+def train_policy(train: list[ArithProblem], steps: int, seed: int, log: dict, run_steps: int | None = None,
+                 expert_counts: tuple[int, ...] | None = None, log_key: str = "policy") -> torch.nn.Module:
+    """``steps`` sets the schedule; ``run_steps`` stops early (the reproduction check replays the start).
+
+    ``expert_counts``: each batch runs at one k drawn uniformly from these (seeded), so that every k of the
+    range is a working setting, as in real MoEs, instead of the config's top-k only (the k-robust policy)."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lm_eval_moe.moe import attach
 
     tokenizer = byte_tokenizer()
     config = AutoConfig.for_model("olmoe", vocab_size=len(tokenizer), pad_token_id=PAD_ID, bos_token_id=1,
@@ -98,20 +109,33 @@ def train_policy(train: list[ArithProblem], steps: int, seed: int, log: dict, ru
         examples.append((ids, [-100] * len(prompt_ids) + ids[len(prompt_ids):]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, betas=(0.9, 0.98))
     batches = _batches(examples, 32, random.Random(seed))
+    moe = attach(model) if expert_counts else None
+    draw_k = random.Random(seed + 2)
     model.train()
-    losses = []
+    losses, drawn = [], []
     start = time.time()
     for step in range(run_steps or steps):
         ids, labels, mask = _padded_batch(next(batches))
         _set_lr(optimizer, _schedule(step, steps, 3e-3))
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if moe is None:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            drawn.append(draw_k.choice(expert_counts))
+            with moe.settings(expert_count=drawn[-1]):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         _update(model, optimizer, loss, losses)
-        _report("policy", step, steps, losses, start)
+        _report(log_key, step, steps, losses, start)
+    if moe is not None:
+        moe.detach()
     model.eval()
     model.config.output_router_logits = False
-    log["policy"] = {"steps": steps, "batch_size": 32, "train_problems": len(train), "shape": POLICY_SHAPE,
-                     "losses_first_20": losses[:20], "loss_first_100": sum(losses[:100]) / min(100, len(losses)),
-                     "loss_last_100": sum(losses[-100:]) / min(100, len(losses)), "seconds": round(time.time() - start)}
+    log[log_key] = {"steps": steps, "batch_size": 32, "train_problems": len(train), "shape": POLICY_SHAPE,
+                    "losses_first_20": losses[:20], "loss_first_100": sum(losses[:100]) / min(100, len(losses)),
+                    "loss_last_100": sum(losses[-100:]) / min(100, len(losses)), "seconds": round(time.time() - start)}
+    if expert_counts:
+        log[log_key]["train_expert_counts"] = list(expert_counts)
+        log[log_key]["drawn_k_first_20"] = drawn[:20]
+        log[log_key]["batches_per_k"] = {str(k): drawn.count(k) for k in expert_counts}
     return model
 
 
@@ -296,8 +320,8 @@ def solve(model, held_out: list[ArithProblem], **generation) -> list[str]:
     return texts
 
 
-def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_counts: tuple[int, ...] = (1, 2, 3, 4, 8)
-                    ) -> None:
+def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_counts: tuple[int, ...] = (1, 2, 3, 4, 8),
+                    log_key: str = "policy") -> None:
     """Greedy accuracy on held-out problems at several expert counts (the default k is 2)."""
     from lm_eval_moe.moe import attach
     from lm_eval_moe.scoring import check_numeric
@@ -311,8 +335,8 @@ def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_count
         accuracy[str(k)] = correct / len(held_out)
         print(f"held-out greedy accuracy at k={k}: {accuracy[str(k)]:.3f}", flush=True)
     moe.detach()
-    log["policy"]["held_out_accuracy"] = accuracy
-    log["policy"]["held_out_problems"] = len(held_out)
+    log[log_key]["held_out_accuracy"] = accuracy
+    log[log_key]["held_out_problems"] = len(held_out)
 
 
 def auc(positives: list[float], negatives: list[float]) -> float:
@@ -366,19 +390,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy-steps", type=int, default=600)
     parser.add_argument("--train-problems", type=int, default=20000)
     parser.add_argument("--eval-problems", type=int, default=300)
+    parser.add_argument("--k-robust-steps", type=int, default=K_ROBUST_STEPS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--models", default="all", choices=["all", "k-robust"],
+                        help="k-robust: train only the k-robust policy, into the existing log")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)  # fixed thread count: the same float arithmetic on every run
     output = Path(args.output)
     train = problems(args.seed, args.train_problems, held_out=False, difficulty=DIFFICULTY)
     held_out = problems(args.seed + 1, args.eval_problems, held_out=True, difficulty=DIFFICULTY)
+    log_path = output / "training_log.json"
     log: dict = {"seed": args.seed, "difficulty": DIFFICULTY.__dict__, "torch": torch.__version__}
-    policy = save(train_policy(train, args.policy_steps, args.seed, log), byte_tokenizer(), output / "tiny-arith-moe")
-    evaluate_policy(policy, held_out, log)
-    prm, tokenizer = train_prm(train, args.seed, log, policy)
-    prm = save(prm, tokenizer, output / "tiny-arith-prm")
-    evaluate_prm(prm, tokenizer, held_out, args.seed, log)
-    (output / "training_log.json").write_text(json.dumps(log, indent=2))
+    if args.models == "all":
+        policy = save(train_policy(train, args.policy_steps, args.seed, log), byte_tokenizer(), output / "tiny-arith-moe")
+        evaluate_policy(policy, held_out, log)
+        prm, tokenizer = train_prm(train, args.seed, log, policy)
+        prm = save(prm, tokenizer, output / "tiny-arith-prm")
+        evaluate_prm(prm, tokenizer, held_out, args.seed, log)
+    else:
+        log = json.loads(log_path.read_text())
+        if log["seed"] != args.seed:
+            raise SystemExit(f"--seed {args.seed}: the log in {log_path} was trained with seed {log['seed']}")
+    robust = train_policy(train, args.k_robust_steps, args.seed, log, expert_counts=K_ROBUST_COUNTS,
+                          log_key=K_ROBUST_KEY)
+    robust = save(robust, byte_tokenizer(), output / "tiny-arith-moe-anyk")
+    evaluate_policy(robust, held_out, log, log_key=K_ROBUST_KEY)
+    log_path.write_text(json.dumps(log, indent=2))
     print(json.dumps(log, indent=2))
 
 

@@ -1,5 +1,6 @@
 """Leaderboard plots (PNG): accuracy vs FLOPs and vs generated tokens per method and task, the
-distribution of the chosen expert count, and router entropy of rerouting runs.
+distribution of the chosen expert count, router entropy of rerouting runs, and the analyses of
+``analyses.py`` (solved sets across k, accuracy against the budget N, kept k per step).
 
 Needs matplotlib (``pip install lm_eval_moe[plots]``); without it the command writes its tables and says
 that the plots were skipped.
@@ -8,9 +9,10 @@ that the plots were skipped.
 from __future__ import annotations
 
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from lm_eval_moe.leaderboard.analyses import Analyses, BudgetPoint, KOverlap
 from lm_eval_moe.leaderboard.results import Run
 from lm_eval_moe.leaderboard.table import Row
 
@@ -137,11 +139,99 @@ def router_entropy(runs: Sequence[Run]) -> bytes | None:
     return data
 
 
-def all_plots(runs: Sequence[Run], table: Sequence[Row]) -> dict[str, bytes]:
+def k_overlap(overlap: KOverlap) -> bytes:
+    """Per-k accuracy beside the union and intersection of the solved sets, and their pairwise Jaccard."""
+    plt = _pyplot()
+    figure, (bars, grid) = plt.subplots(1, 2, figsize=(10, 4))
+    counts = overlap.counts
+    bars.bar(range(len(counts)), [100 * overlap.accuracy(k) for k in counts], color="tab:blue", label="accuracy at k")
+    bars.axhline(100 * overlap.union, color="tab:green", linestyle="--", label="union (some k)")
+    bars.axhline(100 * overlap.intersection, color="tab:red", linestyle=":", label="intersection (every k)")
+    bars.set_xticks(range(len(counts)), [f"k={k}" for k in counts])
+    bars.set_ylabel("% of problems solved")
+    bars.set_ylim(0, 100)
+    bars.legend(fontsize=8, loc="lower right")
+    bars.set_title(f"{overlap.method} / {overlap.task} ({overlap.documents} problems)")
+    matrix = [[overlap.jaccard(a, b) for b in counts] for a in counts]
+    image = grid.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            grid.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    grid.set_xticks(range(len(counts)), [f"k={k}" for k in counts])
+    grid.set_yticks(range(len(counts)), [f"k={k}" for k in counts])
+    grid.set_title("Jaccard similarity of the solved sets")
+    figure.colorbar(image, ax=grid)
+    figure.suptitle(overlap.model.rsplit("/", 1)[-1])
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def budget_curves(curves: dict[tuple[str, str, str], list[BudgetPoint]]) -> bytes | None:
+    """Accuracy (with standard errors) and FLOPs against the budget N, one series per method."""
+    if not curves:
+        return None
+    plt = _pyplot()
+    tasks = sorted({task for _, task, _ in curves})
+    figure, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7), squeeze=False)
+    for column, task in enumerate(tasks):
+        for (model, name, label), points in curves.items():
+            if name != task:
+                continue
+            series = f"{label} ({model.rsplit('/', 1)[-1]})"
+            budgets = [p.budget for p in points]
+            axes[0][column].errorbar(budgets, [100 * (p.accuracy or 0) for p in points],
+                                     yerr=[100 * (p.stderr or 0) for p in points], marker="o", capsize=3, label=series)
+            axes[1][column].plot(budgets, [p.flops or 0 for p in points], marker="o", label=series)
+        for row, ylabel in ((0, "accuracy %"), (1, "FLOPs per sample")):
+            axes[row][column].set_xscale("log", base=2)
+            axes[row][column].set_xlabel("budget N")
+            axes[row][column].set_ylabel(ylabel)
+            axes[row][column].grid(alpha=0.3)
+        axes[1][column].set_yscale("log")
+        axes[0][column].set_title(task)
+        axes[0][column].legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def kept_k_per_step(found: dict[tuple[str, str, str], dict[int, Counter]]) -> bytes | None:
+    """Stacked shares of each k among the kept states, per step, one panel per method and task."""
+    if not found:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(found), figsize=(5 * len(found), 4), squeeze=False)
+    for axis, ((model, task, method), per_step) in zip(axes[0], found.items()):
+        ks = sorted({k for counter in per_step.values() for k in counter})
+        steps = list(per_step)
+        bottom = [0.0] * len(steps)
+        for k in ks:
+            shares = [100 * per_step[step][k] / sum(per_step[step].values()) for step in steps]
+            axis.bar(steps, shares, bottom=bottom, label=f"k={k:g}")
+            bottom = [b + v for b, v in zip(bottom, shares)]
+        axis.set_xlabel("step")
+        axis.set_ylabel("% of kept states")
+        axis.set_title(f"{method} / {task} ({model.rsplit('/', 1)[-1]})", fontsize=9)
+        axis.legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def analysis_plots(analyses: Analyses) -> dict[str, bytes]:
+    made = {f"k_overlap_{index}": k_overlap(item) for index, item in enumerate(analyses.overlaps, 1)}
+    made["accuracy_vs_budget"] = budget_curves(analyses.budgets)
+    made["kept_k_per_step"] = kept_k_per_step(analyses.kept_k)
+    return {name: png for name, png in made.items() if png is not None}
+
+
+def all_plots(runs: Sequence[Run], table: Sequence[Row], analyses: Analyses | None = None) -> dict[str, bytes]:
     made = {
         "accuracy_vs_flops": accuracy_vs_cost(table, "flops"),
         "accuracy_vs_tokens": accuracy_vs_cost(table, "tokens"),
         "chosen_k": chosen_k_distribution(runs),
         "router_entropy": router_entropy(runs),
     }
-    return {name: png for name, png in made.items() if png is not None}
+    plots = {name: png for name, png in made.items() if png is not None}
+    return plots | (analysis_plots(analyses) if analyses else {})

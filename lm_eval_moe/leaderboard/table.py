@@ -84,7 +84,8 @@ def to_csv(table: Sequence[Row]) -> str:
     return csv_text(COLUMNS, (_cells(row) for row in table))
 
 
-def to_html(table: Sequence[Row], images: dict[str, bytes]) -> str:
+def to_html(table: Sequence[Row], images: dict[str, bytes], analyses: str = "") -> str:
+    """The table, the plots and (Markdown, shown as written) the analyses, in one self-contained page."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS[:-1])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)[:-1]) + "</tr>" for row in table)
     figures = "".join(
@@ -97,4 +98,5 @@ def to_html(table: Sequence[Row], images: dict[str, bytes]) -> str:
              "img{max-width:720px}figure{display:inline-block;margin:1em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>lm_eval_moe leaderboard</title>"
             f"<style>{style}</style></head><body><h1>lm_eval_moe leaderboard</h1><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>{figures}</body></html>")
+            f"<tbody>{body}</tbody></table>{figures}"
+            + (f"<h2>Analyses</h2><pre>{html.escape(analyses)}</pre>" if analyses else "") + "</body></html>")

@@ -19,7 +19,7 @@ from t = 1 on every child draws its k uniformly from K (seeded per slot) instead
 from __future__ import annotations
 
 import random
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 
 from lm_eval_moe.generation.nodes import Node, root_node
 from lm_eval_moe.search.common import (
@@ -44,12 +44,28 @@ def child_count(config: SearchConfig, parent: Node, step: int, slot: int, proble
     return random.Random(slot_seed(problem_seed, step, slot) ^ 0x6B).choice(config.expert_counts)
 
 
+#: the parents of a round's expansions, from the kept states and every score so far of each k
+Allocation = Callable[[Sequence[Node], Mapping[tuple[int, ...], Sequence[float]], SearchConfig], list[Node]]
+
+
+def even_allocation(kept: Sequence[Node], _scores: Mapping[tuple[int, ...], Sequence[float]],
+                    config: SearchConfig) -> list[Node]:
+    """The paper's rule: every kept state expanded N / |C_t| times."""
+    return expansion_parents(kept, config)
+
+
 def run(problem: Problem, config: SearchConfig) -> Generator:
+    return search(problem, config, even_allocation)
+
+
+def search(problem: Problem, config: SearchConfig, allocate: Allocation) -> Generator:
+    """DES with the rounds' parents chosen by ``allocate`` (DES: :func:`even_allocation`)."""
     if not config.expert_counts:
         raise ValueError("DES needs a set of expert counts K (model arg expert_counts)")
     root = root_node(problem.index, problem.prompt_ids, config.expert_counts[0])
     completed: list[Candidate] = []
     kept: list[Node] = []
+    scores_of_k: dict[tuple[int, ...], list[float]] = {k: [] for k in config.expert_counts}
     steps = []
     for t in range(config.max_steps):
         last = t == config.max_steps - 1
@@ -59,7 +75,7 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
                 for slot, k in enumerate(initial_counts(config))
             ]
         else:
-            parents = expansion_parents(kept, config)
+            parents = allocate(kept, scores_of_k, config)
             requests = [
                 step_expansion(p, slot_seed(problem.seed, t, slot), config, last, expert_count=child_count(config, p, t, slot, problem.seed))
                 for slot, p in enumerate(parents)
@@ -67,6 +83,8 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
         children = yield Expand(requests)
         scores = yield Score(children)
         scored = [candidate(child, score, config) for child, score in zip(children, scores)]
+        for child, c in zip(children, scored):
+            scores_of_k.setdefault(tuple(child.expert_count), []).append(c.score)
         pool = [(child, c) for child, c in zip(children, scored) if config.finished_compete or not child.finished]
         winners = top([n for n, _ in pool], [c.score for _, c in pool], config.keep)
         won = {node.id for node in winners}

@@ -39,8 +39,8 @@ class SearchOutcome:
         return sum(sum(n.expert_count) / len(n.expert_count) * count for n, count in generated) / total if total else 0.0
 
     def as_meta(self, strategy: str) -> dict:
-        """What a response carries: every final candidate (text, k, score, finish reason), the cost, and the
-        per-step expert-count statistics."""
+        """What a response carries: every final candidate (text, k, score, finish reason), the cost, and per
+        step the expert-count statistics and the k of each state kept (the chosen-k analysis)."""
         result = self.result
         return {
             "candidates": [c.as_dict() for c in result.candidates],
@@ -49,8 +49,10 @@ class SearchOutcome:
             "search": {
                 "strategy": strategy,
                 "avg_expert_count": self.average_expert_count(),
-                "steps": [{k: step[k] for k in ("step", "expanded", "expert_count_mean", "expert_count_variance",
-                                                "finished")} for step in result.steps],
+                "steps": [{**{k: step[k] for k in ("step", "expanded", "expert_count_mean", "expert_count_variance",
+                                                   "finished")},
+                           "kept_expert_counts": [step["expert_counts"][i] for i in step["kept"]]}
+                          for step in result.steps],
             },
         }
 

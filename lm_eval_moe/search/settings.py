@@ -36,6 +36,8 @@ class Strategy:
 _STEPWISE = frozenset({"keep", "beam_width", "max_steps", "max_step_tokens"})
 STRATEGIES: dict[str, Strategy] = {
     "des": Strategy("prm_best", True, _STEPWISE | {"expert_counts", "rounding", "refill", "finished_compete", "inherit"}),
+    # our construction (search/des_adaptive.py): each k's share of N follows its paths' scores so far
+    "des_adaptive": Strategy("prm_best", True, _STEPWISE | {"expert_counts", "finished_compete"}),
     "beam": Strategy("prm_best", True, _STEPWISE | {"rounding", "refill"}),
     "dvts": Strategy("prm_best", True, _STEPWISE),
     "best_of_n": Strategy("prm_best", True, frozenset()),
@@ -137,7 +139,7 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
         """The algorithm's configuration for a model with these per-layer default k and routed experts."""
         layers = len(default_counts)
         counts: tuple[tuple[int, ...], ...] = ()
-        if self.strategy == "des":
+        if "expert_counts" in STRATEGIES[self.strategy].uses:
             members = self.expert_counts or default_expert_count_set(default_counts[0], num_experts)
             counts = tuple(per_layer(k, layers, num_experts, "expert_counts") for k in members)
         return SearchConfig(
