@@ -45,8 +45,9 @@ def real_responses(responses: Sequence[Any]) -> list[Any]:
 class SampleRecord(dict):
     """One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's
     final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``,
-    ``resources`` (its share of its batch's wall time and memory), ``routing`` and ``search_steps`` (per
-    step of a step-wise search: expansions, k statistics, the k of each kept state); code tasks add each
+    ``resources`` (its share of its batch's wall time and memory), ``routing``, ``search_steps`` (per
+    step of a step-wise search: expansions, k statistics, the k of each kept state) and ``pathways``
+    (rerouting with pathway_stats: edit distance, router confidence per layer); code tasks add each
     program's ``execution``."""
 
     def __str__(self) -> str:
@@ -62,6 +63,7 @@ def sample_record(response: Any) -> SampleRecord:
         resources=dict(meta.get("resources", {})),
         routing=routing_facts(meta),
         search_steps=[dict(step) for step in (meta.get("search") or {}).get("steps", [])],
+        pathways=dict((meta.get("reroute") or {}).get("pathways") or {}),
     )
 
 
@@ -113,4 +115,11 @@ def routing_facts(meta: dict[str, Any]) -> dict[str, float]:
     if entropy:
         facts["router_entropy_first_block"] = float(entropy[0])
         facts["router_entropy_last_block"] = float(entropy[-1])
+    pathways = (meta.get("reroute") or {}).get("pathways") or {}
+    if pathways:
+        facts["pathway_edit_distance"] = float(pathways["edit_distance"])
+        facts["pathway_changed_fraction"] = float(pathways["changed_fraction"])
+        for when in ("before", "after"):
+            layers = pathways[f"confidence_{when}"]
+            facts[f"router_confidence_{when}"] = float(sum(layers) / len(layers))
     return facts

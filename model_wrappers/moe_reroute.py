@@ -24,6 +24,7 @@ from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
 from lm_eval_moe.resources import Meter
 from lm_eval_moe.moe.settings import RoutingSettings
 from lm_eval_moe.reroute import Rerouter, RerouteSettings
+from lm_eval_moe.reroute.pathways import pathway_stats
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,16 @@ class MoERerouteLM(MoEHFLMBase):
             outcomes = self.rerouter.generate(prompts, max_new, sampling, [seeds[i] for i in indices],
                                               stop_strings=[s for s in until if s and s != eos_text],
                                               eos_ids=self.eos_ids, on_phase=show_phase)
+            pathways = [{}] * len(outcomes)
+            if self.method_settings.pathway_stats:
+                pathways = pathway_stats(self.model, self.moe, self.rerouter.pad_id, prompts,
+                                         [o.tokens for o in outcomes], [o.block_deltas[-1] for o in outcomes])
             usage = self.measured(meter, len(outcomes))
-            for index, outcome in zip(indices, outcomes):
+            for index, outcome, pathway in zip(indices, outcomes, pathways):
                 text = postprocess_generated_text(self.tok_decode(outcome.tokens), until, None)
                 meta = {"cost": outcome.cost.as_dict(),
                         "reroute": {"phases": outcome.phases, "block_entropy": outcome.block_entropy,
-                                    "finish_reason": outcome.finish_reason}}
+                                    "finish_reason": outcome.finish_reason, "pathways": pathway}}
                 results[index] = self.finished(index, text, meta, effective, usage)
                 progress.update(1)
         progress.close()

@@ -93,3 +93,16 @@ def test_analyze_refuses_runs_that_allow_no_analysis(tmp_path, capsys):
     _write_run(tmp_path / "k1", _k_settings(1), {0})
     assert main(["analyze", str(tmp_path)]) == 2
     assert "allow no analysis" in capsys.readouterr().out
+
+
+def test_rerouting_pathways_are_averaged_over_samples(tmp_path):
+    records = {0: {"pathways": {"edit_distance": 1.0, "changed_fraction": 0.125, "confidence_before": [0.4, 0.5],
+                                "confidence_after": [0.6, 0.9]}},
+               1: {"pathways": {"edit_distance": 3.0, "changed_fraction": 0.375, "confidence_before": [0.2, 0.5],
+                                "confidence_after": [0.8, 0.7]}}}
+    _write_run(tmp_path / "reroute", {"model_class": "moe_reroute", "steps": 5}, {0}, documents=3, records=records)
+    analyses = Analyses.of(load_runs([tmp_path]))
+    (report,) = analyses.pathways.values()
+    assert report.samples == 2 and report.edit_distance == 2.0 and report.changed_fraction == 0.25
+    assert report.confidence_before == pytest.approx([0.3, 0.5]) and report.confidence_after == pytest.approx([0.7, 0.8])
+    assert "edit distance 2.00 per generated token (25.0% of the pathway changed)" in analyses.markdown()

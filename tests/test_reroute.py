@@ -254,3 +254,48 @@ def test_config_errors_name_the_value():
         take_settings(RerouteSettings, {"layer_selection": "hard", "layer_fraction": 0})
     with pytest.raises(ModelArgError, match="confidence_order='reverse': expected one of paper, inverse"):
         take_settings(RerouteSettings, {"confidence_order": "reverse"})
+
+
+def test_substitutions_count_the_experts_a_pathway_swapped():
+    from lm_eval_moe.reroute.pathways import substitutions
+
+    before = torch.tensor([[[0, 1], [2, 3]], [[4, 5], [6, -1]]])  # (tokens, layers, k)
+    after = torch.tensor([[[1, 0], [2, 7]], [[6, 7], [6, -1]]])
+    assert substitutions(before, after).tolist() == [[0, 1], [2, 0]]  # order within a layer does not count
+
+
+def test_pathway_stats_against_an_independent_routing():
+    """Zero deltas: no edit and equal confidence. A large delta on one expert per layer: checked against
+    pathways read here from one unpadded forward per row and per routing, counted with Python sets (deeper
+    layers change too: their inputs changed), and that expert is in every rerouted pathway."""
+    from lm_eval_moe.reroute.pathways import pathway_stats
+
+    rr, tok = rerouter("olmoe")
+    prompts = [tok.encode(p) for p in PROMPTS]
+    generated = [tok.encode(" 4\nQ: 3+3"), tok.encode(" example")]
+    layers, experts = rr.moe.num_layers, rr.moe.num_experts
+    zero = [torch.zeros(layers, experts)] * 2
+    for report in pathway_stats(rr.model, rr.moe, rr.pad_id, prompts, generated, zero):
+        assert report["edit_distance"] == 0 and report["confidence_before"] == pytest.approx(report["confidence_after"])
+    pushed = torch.zeros(layers, experts)
+    pushed[:, 5] = 50.0
+
+    def read(text, tokens, bias):
+        with torch.no_grad(), rr.moe.settings(bias=bias), rr.moe.record(full_probs=True) as recorder:
+            rr.model(torch.tensor([text]))
+        calls = sorted(recorder.calls, key=lambda c: c.layer)
+        sets = [[set(c.expert_index[t].tolist()) for c in calls] for t in range(len(text) - tokens, len(text))]
+        confidence = [float(c.full_probs[-tokens:].max(dim=-1).values.mean()) for c in calls]
+        return sets, confidence
+
+    reports = pathway_stats(rr.model, rr.moe, rr.pad_id, prompts, generated, [pushed, pushed])
+    for prompt, tokens, report in zip(prompts, generated, reports):
+        before, confidence_before = read(prompt + tokens, len(tokens), None)
+        after, confidence_after = read(prompt + tokens, len(tokens), pushed.unsqueeze(0))
+        assert all(5 in layer for token in after for layer in token)
+        edits = [sum(len(a - b) for a, b in zip(token_after, token_before)) for token_after, token_before in zip(after, before)]
+        assert report["edit_distance"] == pytest.approx(sum(edits) / len(edits), rel=1e-6) and sum(edits) > 0
+        assert report["changed_fraction"] == pytest.approx(sum(edits) / len(edits) / (layers * 2), rel=1e-6)
+        assert report["confidence_before"] == pytest.approx(confidence_before, rel=1e-5)
+        assert report["confidence_after"] == pytest.approx(confidence_after, rel=1e-5)
+        assert min(report["confidence_after"]) > max(report["confidence_before"])

@@ -34,7 +34,8 @@ def test_without_updates_responses_equal_moe_hf(tiny_model_dir, args):
 
 
 def test_repeats_and_fewshot_with_rerouting(tiny_model_dir):
-    lm = MoERerouteLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=3, steps=2, lr=0.1, interval=4)
+    lm = MoERerouteLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=3, steps=2, lr=0.1, interval=4,
+                      pathway_stats=True)
     manager = TaskManager(include_defaults=False, include_path=str(tasks_dir()))
     task = manager.load(["moe_gsm8k"])["tasks"]["moe_gsm8k"]
     task.set_config("repeats", 3)
@@ -46,6 +47,11 @@ def test_repeats_and_fewshot_with_rerouting(tiny_model_dir):
     assert sample["extra_flops"] > 0 and "maj@3,none" in out["results"]["moe_gsm8k"]
     settings = out["config"]["lm_eval_moe"]
     assert settings["model_class"] == "moe_reroute" and settings["steps"] == 2
+    record = sample["filtered_resps"][0][0]
+    assert set(record["pathways"]) == {"edit_distance", "changed_fraction", "confidence_before", "confidence_after"}
+    assert len(record["pathways"]["confidence_after"]) == 2  # the tiny model's MoE layers
+    assert sample["pathway_edit_distance"] == record["pathways"]["edit_distance"] >= 0
+    assert "router_confidence_after,none" in out["results"]["moe_gsm8k"]
 
 
 def test_des_with_rerouting_biases_every_path(tiny_model_dir, qwen_prm_dir):

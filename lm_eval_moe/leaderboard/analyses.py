@@ -5,6 +5,8 @@
   pairwise Jaccard similarity of the solved sets, and how far the union is above the best single k.
 * budget curves: accuracy, tokens, FLOPs and wall time against the budget N, per method (from a sweep).
 * chosen k per step: the k of the states a step-wise search kept at each step (DES: which k survive).
+* rerouting's pathways: expert-pathway edit distance between the base and the rerouted routing of the
+  generated tokens, and router confidence per layer before and after (``pathway_stats=true`` runs).
 
 A problem counts as solved when its per-sample accuracy is 1 (exact match of the selected answer; with
 repeats, the metric lm-eval reports per document).
@@ -152,9 +154,9 @@ def _k_value(k: Any) -> float:
     return float(sum(k) / len(k)) if isinstance(k, list) else float(k)
 
 
-def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
-    """Step -> how often each k was among the kept states, over the logged samples (first repeat each)."""
-    per_step: dict[int, Counter] = defaultdict(Counter)
+def first_records(task: TaskResult) -> list[dict[str, Any]]:
+    """The logged record of each sample's first response (see ``lm_eval_moe.response.SampleRecord``)."""
+    records = []
     for sample in task.samples.values():
         responses = (sample.get("filtered_resps") or [[]])[0]
         if not responses:
@@ -163,8 +165,15 @@ def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
             record = json.loads(responses[0]) if isinstance(responses[0], str) else responses[0]
         except json.JSONDecodeError:
             continue
-        if not isinstance(record, dict):
-            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
+    """Step -> how often each k was among the kept states, over the logged samples (first repeat each)."""
+    per_step: dict[int, Counter] = defaultdict(Counter)
+    for record in first_records(task):
         for step in record.get("search_steps") or []:
             for k in step.get("kept_expert_counts") or []:
                 per_step[int(step["step"])][_k_value(k)] += 1
@@ -181,6 +190,48 @@ def chosen_k(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[int, Counte
             if per_step:
                 found[(run.model, name, label)] = per_step
     return found
+
+
+@dataclass(frozen=True)
+class PathwayReport:
+    """Rerouting's effect on the expert pathways (``pathway_stats=true`` runs), averaged over samples."""
+
+    samples: int
+    edit_distance: float
+    changed_fraction: float
+    confidence_before: list[float]  # per layer
+    confidence_after: list[float]
+
+
+def reroute_pathways(runs: Sequence[Run]) -> dict[tuple[str, str, str], PathwayReport]:
+    """(model, task, method) -> :class:`PathwayReport`, for runs whose records carry pathways."""
+    found = {}
+    for run in runs:
+        for name, task in sorted(run.tasks.items()):
+            reports = [r["pathways"] for r in first_records(task) if r.get("pathways")]
+            if not reports:
+                continue
+            count = len(reports)
+            found[(run.model, name, run.method)] = PathwayReport(
+                count, sum(r["edit_distance"] for r in reports) / count,
+                sum(r["changed_fraction"] for r in reports) / count,
+                *([sum(values) / count for values in zip(*(r[f"confidence_{when}"] for r in reports))]
+                  for when in ("before", "after")))
+    return found
+
+
+def pathways_markdown(found: dict[tuple[str, str, str], PathwayReport]) -> str:
+    lines = []
+    for (model, task, method), report in found.items():
+        layers = len(report.confidence_before)
+        lines += [f"**{model} / {method} / {task}** ({report.samples} samples): expert-pathway edit distance "
+                  f"{report.edit_distance:.2f} per generated token ({100 * report.changed_fraction:.1f}% of the "
+                  "pathway changed)", "",
+                  "| router confidence | " + " | ".join(f"layer {i}" for i in range(layers)) + " |",
+                  "|---|" + "---|" * layers,
+                  "| before (base router) | " + " | ".join(f"{v:.3f}" for v in report.confidence_before) + " |",
+                  "| after (final deltas) | " + " | ".join(f"{v:.3f}" for v in report.confidence_after) + " |", ""]
+    return "\n".join(lines)
 
 
 def _percent(value: float | None) -> str:
@@ -236,13 +287,14 @@ class Analyses:
     overlaps: list[KOverlap]
     budgets: dict[tuple[str, str, str], list[BudgetPoint]]
     kept_k: dict[tuple[str, str, str], dict[int, Counter]]
+    pathways: dict[tuple[str, str, str], PathwayReport]
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Analyses:
-        return cls(k_overlaps(runs), budget_curves(runs), chosen_k(runs))
+        return cls(k_overlaps(runs), budget_curves(runs), chosen_k(runs), reroute_pathways(runs))
 
     def __bool__(self) -> bool:
-        return bool(self.overlaps or self.budgets or self.kept_k)
+        return bool(self.overlaps or self.budgets or self.kept_k or self.pathways)
 
     def markdown(self) -> str:
         sections = []
@@ -252,6 +304,8 @@ class Analyses:
             sections.append("## Accuracy and cost against the budget N\n\n" + budget_markdown(self.budgets))
         if self.kept_k:
             sections.append("## Chosen k per step\n\n" + chosen_k_markdown(self.kept_k))
+        if self.pathways:
+            sections.append("## Rerouting: expert pathways and router confidence\n\n" + pathways_markdown(self.pathways))
         return "\n".join(sections)
 
     def write(self, output: Path) -> None:
@@ -268,4 +322,6 @@ class Analyses:
                                    "steps": {str(step): {f"{k:g}": n for k, n in sorted(counter.items())}
                                              for step, counter in per_step.items()}}
                                   for (m, t, method), per_step in self.kept_k.items()],
+            "reroute_pathways": [{"model": m, "task": t, "method": method, **report.__dict__}
+                                 for (m, t, method), report in self.pathways.items()],
         }

@@ -12,7 +12,7 @@ import io
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from lm_eval_moe.leaderboard.analyses import Analyses, BudgetPoint, KOverlap
+from lm_eval_moe.leaderboard.analyses import Analyses, BudgetPoint, KOverlap, PathwayReport
 from lm_eval_moe.leaderboard.results import Run
 from lm_eval_moe.leaderboard.table import Row
 
@@ -219,10 +219,32 @@ def kept_k_per_step(found: dict[tuple[str, str, str], dict[int, Counter]]) -> by
     return data
 
 
+def router_confidence(found: dict[tuple[str, str, str], PathwayReport]) -> bytes | None:
+    """Mean top-1 router probability per layer, base router against the rerouted one, per run."""
+    if not found:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (model, task, method), report in found.items():
+        label = f"{method} / {task} ({model.rsplit('/', 1)[-1]})"
+        layers = range(len(report.confidence_before))
+        line, = axis.plot(layers, report.confidence_before, linestyle="--", marker="o", label=f"{label}: before")
+        axis.plot(layers, report.confidence_after, color=line.get_color(), marker="o",
+                  label=f"{label}: after (edit distance {report.edit_distance:.2f})")
+    axis.set_xlabel("MoE layer")
+    axis.set_ylabel("mean top-1 routing probability")
+    axis.set_title("router confidence before / after rerouting")
+    axis.legend(fontsize=7)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
 def analysis_plots(analyses: Analyses) -> dict[str, bytes]:
     made = {f"k_overlap_{index}": k_overlap(item) for index, item in enumerate(analyses.overlaps, 1)}
     made["accuracy_vs_budget"] = budget_curves(analyses.budgets)
     made["kept_k_per_step"] = kept_k_per_step(analyses.kept_k)
+    made["router_confidence"] = router_confidence(analyses.pathways)
     return {name: png for name, png in made.items() if png is not None}
 
 

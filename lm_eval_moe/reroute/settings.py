@@ -30,6 +30,8 @@ class RerouteSettings:
     loss_window: int | None = arg(None, optional_positive_int, "loss over the last W context tokens only")
     gradient_checkpointing: bool = arg(False, parse_bool, "recompute decoder layers in the backward pass")
     seed: int = arg(1234, parse_int, "seed of sampling and of random layer selection (per document)")
+    pathway_stats: bool = arg(False, parse_bool, "diagnostic: expert-pathway edit distance and router confidence "
+                              "per layer, base vs final deltas (two extra forwards, not counted as cost)")
 
     def __post_init__(self) -> None:
         if self.lr < 0:
