@@ -89,7 +89,7 @@ class MoEHFLMBase(HFLM):
         self._allow_request_cache = parse_bool("allow_request_cache", args.pop("allow_request_cache", False))
         self._response_cache_folder = str(args.pop("response_cache", "") or "")
         self.model_args = dict(args)  # what the responses depend on (part of the response cache's key)
-        self._settings_args = {name: args[name] for name in self.settings_arg_names() if name in args}
+        self._loaded_model_args = dict(args)  # a sweep point's settings override these, never another point's
         self.method_settings = self._take_settings(args)
         pretrained = self.checkpoint = resolve_checkpoint(pretrained)
         if "tokenizer" in args:
@@ -140,20 +140,21 @@ class MoEHFLMBase(HFLM):
 
     # ---------------------------------------------------------------- sweeps: new settings, same weights
     def reconfigure(self, overrides: dict[str, Any], response_cache: str = "") -> None:
-        """Run the next evaluation with ``overrides`` of the method's settings on the loaded model (parsed
-        and validated as at load; every k checked against the model), with fresh run totals and its own
-        ``response_cache`` folder."""
+        """Run the next evaluation with ``overrides`` of the method's settings on the loaded model (over the
+        settings it was LOADED with, not the previous evaluation's; parsed and validated as at load; every k
+        checked against the model), with fresh run totals and its own ``response_cache`` folder."""
         runtime = set(self.settings_arg_names()) - set(self.load_time_settings())
         fixed = sorted(set(overrides) - runtime)
         if fixed:
             raise ModelArgError(f"a sweep varies the method's settings on one loaded model; {', '.join(fixed)} "
                                 f"need their own load (settings it can vary: {', '.join(sorted(runtime))})")
-        args = {**self._settings_args, **{name: str(value) for name, value in overrides.items()}}
+        loaded = {name: value for name, value in self._loaded_model_args.items() if name in self.settings_arg_names()}
+        args = {**loaded, **{name: str(value) for name, value in overrides.items()}}
         settings = self._take_settings(dict(args))
         for name, counts in self.expert_counts_to_check(settings):
             check_expert_counts(self.model.config, counts, name)  # already checked before loading by sweeps
-        self.method_settings, self._settings_args = settings, args
-        self.model_args = {**self.model_args, **args}
+        self.method_settings = settings
+        self.model_args = {**self._loaded_model_args, **args}
         self._response_cache_folder = response_cache
         self.apply_settings()
         self.totals, self.run_usage, self.generation_settings = RunTotals(), RunUsage(), []

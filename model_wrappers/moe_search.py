@@ -27,6 +27,7 @@ from lm_eval_moe.model_args import ModelArgError, given
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
 from lm_eval_moe.resources import Meter
 from lm_eval_moe.search import Problem
+from lm_eval_moe.search.driver import ROUND_BAR
 from lm_eval_moe.search.method import SearchMethod
 from lm_eval_moe.search.settings import SearchSettings, search_arg_names, search_settings
 
@@ -134,7 +135,7 @@ class MoESearchLM(MoEHFLMBase):
             groups.setdefault((max_tokens, sampling), []).append(index)
         results: list[str | None] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
-                        desc=f"{self.model_name} ({self.method_settings.strategy})")
+                        desc=f"{self.model_name} ({self.method_settings.strategy})", bar_format=ROUND_BAR)
         for (max_tokens, sampling), indices in groups.items():
             effective = {"max_tokens": max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
                          "top_k": sampling.top_k}

@@ -66,11 +66,11 @@ def test_budget_curves_and_kept_k_per_step(tmp_path):
                    extra={"flops,none": 1e6 * budget, "wall_seconds,none": 0.5 * budget})
     analyses = Analyses.of(load_runs([tmp_path]))
     ((model, task, label), points), = analyses.budgets.items()
-    assert (model, task) == ("tiny-arith-moe-anyk", TASK) and label.startswith("des")
+    assert (model, task, label) == ("tiny-arith-moe-anyk", TASK, "des (tiny-arith-prm)")
     assert [(p.budget, p.accuracy, p.flops, p.wall_seconds) for p in points] == [
         (4, 0.2, 4e6, 2.0), (8, 0.3, 8e6, 4.0), (16, 0.4, 16e6, 8.0)]
     assert not analyses.overlaps  # search runs are not a k sweep
-    assert [label for _, _, label in analyses.kept_k] == ["des N=16", "des N=4", "des N=8"]
+    assert [label for _, _, label in analyses.kept_k] == ["des N=4", "des N=8", "des N=16"]
     for per_step in analyses.kept_k.values():  # one logged record with search steps per run
         assert per_step == {0: {1.0: 1, 4.0: 1}, 1: {4.0: 2}}
     assert "| 1 | 2 | 0.0% | 100.0% |" in analyses.markdown()

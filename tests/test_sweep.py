@@ -85,3 +85,20 @@ def test_leaderboard_rows_of_a_k_sweep_are_told_apart():
         == "moe_hf k=3"
     assert _method({"lm_eval_moe": {"model_class": "moe_hf", "expert_count": [2, 2], "default_expert_count": [2, 2]}}) \
         == "moe_hf"
+
+
+def test_a_point_overrides_the_loaded_settings_not_the_previous_points(tiny_model_dir, qwen_prm_dir):
+    """A DES point with expert_counts, then a Best-of-N point without: the second must not inherit the
+    first's expert_counts (which Best-of-N refuses), as in the demo recipe's moe_search sweep."""
+    from lm_eval_moe.model_wrappers.moe_search import MoESearchLM
+
+    lm = MoESearchLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), strategy="best_of_n", budget="4",
+                     device="cpu")
+    lm.reconfigure({"strategy": "des_adaptive", "expert_counts": "1-2", "keep": "2", "max_steps": "2"})
+    assert lm.method_settings.strategy == "des_adaptive" and lm.method_settings.expert_counts == (1, 2)
+    lm.reconfigure({"strategy": "best_of_n", "budget": "8"})
+    settings = lm.method_settings
+    assert (settings.strategy, settings.budget, settings.expert_counts, settings.keep) == ("best_of_n", 8, None, None)
+    assert "expert_counts" not in lm.model_args and lm.model_args["budget"] == "8"
+    lm.reconfigure({})
+    assert lm.method_settings.budget == 4  # as loaded

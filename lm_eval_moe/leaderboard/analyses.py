@@ -126,20 +126,15 @@ class BudgetPoint:
     samples: int | None
 
 
-#: settings that tell two budget series apart (the rest vary with N, such as M, or do not change the method)
-SERIES_SETTINGS = ("strategy", "expert_counts", "verifier", "final", "aggregation", "max_steps", "temperature")
-
-
 def budget_curves(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[BudgetPoint]]:
-    """(model, task, series label) -> points in increasing N, for series with two or more budgets."""
+    """(model, task, method and verifier) -> points in increasing N, for series with two or more budgets."""
     series: dict[tuple[str, str, str], dict[int, BudgetPoint]] = defaultdict(dict)
     for run in runs:
         budget = run.settings.get("budget")
         if not isinstance(budget, int):
             continue
-        distinct = {name: run.settings.get(name) for name in SERIES_SETTINGS if name != "strategy"}
-        label = run.method + "".join(f" {name}={json.dumps(value)}" for name, value in distinct.items()
-                                     if value is not None and name in ("verifier", "final"))
+        verifier = run.settings.get("verifier")
+        label = run.method + (f" ({verifier})" if verifier else "")
         for name, task in run.tasks.items():
             if name in run.groups:
                 continue
@@ -183,7 +178,7 @@ def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
 def chosen_k(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[int, Counter]]:
     """(model, task, method and budget) -> :func:`kept_k_per_step`, per run whose records carry search steps."""
     found = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda run: (run.model, run.method, run.settings.get("budget") or 0)):
         label = run.method + (f" N={run.settings['budget']}" if "budget" in run.settings else "")
         for name, task in sorted(run.tasks.items()):
             per_step = kept_k_per_step(task)

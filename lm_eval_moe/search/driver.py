@@ -75,6 +75,10 @@ def _score(verifier, problems: dict[int, Problem], nodes: Sequence[Node], delimi
     )
 
 
+#: tqdm's default format with the problem count to one decimal (rounds move it in fractions of a problem)
+ROUND_BAR = "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
 class RoundProgress:
     """Moves a bar counted in problems every search round, not only when a problem ends: each live problem
     advances 1/``max_rounds`` per round (never reaching its whole unit before it finishes), a finished one
