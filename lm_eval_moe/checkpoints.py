@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent
 #: short name -> folder, relative to the lm_eval_moe package
 SHIPPED = {
     "tiny-arith-moe": "demo/models/tiny-arith-moe",
+    "tiny-arith-moe-anyk": "demo/models/tiny-arith-moe-anyk",  # trained with k drawn from 1-4 per batch
     "tiny-arith-prm": "demo/models/tiny-arith-prm",
 }
 

@@ -1,5 +1,6 @@
 """The shipped demo models: short names resolve, the held-out split is disjoint from training, the logged
-metrics are those of the shipped weights, and the training script replays the logged trajectory.
+metrics are those of the shipped weights, and the training script replays the logged trajectories (the
+policy trained at top-2, the PRM, and the k-robust policy trained with k drawn from 1-4 per batch).
 
 The full reproduction (``python -m lm_eval_moe.demo.train``, 41 minutes on 2 cores) gave byte-identical
 policy weights and the logged PRM metrics; here the first 20 optimiser steps of the policy and of the PRM's
@@ -31,6 +32,7 @@ def training_threads():
 
 def test_short_names_resolve_and_others_pass_through():
     assert resolve_checkpoint("tiny-arith-moe") == str(MODELS_DIR / "tiny-arith-moe")
+    assert resolve_checkpoint("tiny-arith-moe-anyk") == str(MODELS_DIR / "tiny-arith-moe-anyk")
     assert resolve_checkpoint("allenai/OLMoE-1B-7B-0924") == "allenai/OLMoE-1B-7B-0924"
     assert resolve_checkpoint("./tiny-arith-moe-local") == "./tiny-arith-moe-local"
 
@@ -96,6 +98,21 @@ def test_logged_accuracy_is_the_shipped_policys():
     assert log["policy"]["held_out_accuracy"]["2"] == LOG["policy"]["held_out_accuracy"]["2"]
     accuracy = LOG["policy"]["held_out_accuracy"]
     assert 0.3 < accuracy["2"] < 0.95 and len({round(v, 3) for v in accuracy.values()}) == len(accuracy)
+
+
+def test_the_k_robust_policy_is_logged_and_its_logged_accuracy_is_the_shipped_weights():
+    """Same shape, data, seed and initialisation as tiny-arith-moe, each batch at a k drawn from 1-4; the
+    logged held-out accuracy at k=3 replays exactly from the shipped files (one k: the others cost minutes)."""
+    from transformers import AutoModelForCausalLM
+
+    robust = LOG[demo_train.K_ROBUST_KEY]
+    assert robust["train_expert_counts"] == list(demo_train.K_ROBUST_COUNTS) and robust["shape"] == LOG["policy"]["shape"]
+    assert sorted(robust["batches_per_k"]) == ["1", "2", "3", "4"] and sum(robust["batches_per_k"].values()) == robust["steps"]
+    policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe-anyk"), dtype=torch.float32)
+    held_out = problems(SEED + 1, robust["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
+    log = {"policy": {}}
+    demo_train.evaluate_policy(policy, held_out, log, expert_counts=(3,))
+    assert log["policy"]["held_out_accuracy"]["3"] == robust["held_out_accuracy"]["3"]
 
 
 def test_logged_prm_separation_is_the_shipped_prms():
@@ -175,3 +192,22 @@ def test_prm_training_replays_the_logged_losses(train_problems):
         return log["prm"]["phases"]["A"]["losses_first_20"]
 
     assert_replays(replay(False), replay(True), LOG["prm"]["phases"]["A"]["losses_first_20"])
+
+
+@pytest.mark.slow  # two 20-step training replays
+def test_k_robust_training_replays_the_logged_losses_and_k_draws(train_problems, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    robust = LOG[demo_train.K_ROBUST_KEY]
+
+    def replay() -> tuple[list[float], list[int]]:
+        log: dict = {}
+        demo_train.train_policy(train_problems, robust["steps"], SEED, log, run_steps=20,
+                                expert_counts=demo_train.K_ROBUST_COUNTS, log_key="robust")
+        return log["robust"]["losses_first_20"], log["robust"]["drawn_k_first_20"]
+
+    replayed, drawn = replay()
+    assert drawn == robust["drawn_k_first_20"] and len(set(drawn)) > 1
+    from_config = AutoModelForCausalLM.from_config
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", lambda *a, **k: nudged_by_one_ulp(from_config(*a, **k)))
+    assert_replays(replayed, replay()[0], robust["losses_first_20"])
