@@ -64,13 +64,16 @@ def test_budget_curves_and_kept_k_per_step(tmp_path):
                     "expert_counts": [1, 2, 3, 4], "verifier": "tiny-arith-prm", "final": "prm_best"}
         _write_run(tmp_path / f"n{budget}", settings, accuracy, records={0: {"search_steps": steps}},
                    extra={"flops,none": 1e6 * budget, "wall_seconds,none": 0.5 * budget})
+    beam_steps = [{"step": 0, "kept_expert_counts": [2, 2]}]  # one k: nothing chosen, left out of kept k
+    _write_run(tmp_path / "beam", {"model_class": "moe_search", "strategy": "beam", "budget": 8, "verifier": "prm"},
+               {0}, records={0: {"search_steps": beam_steps}})
     analyses = Analyses.of(load_runs([tmp_path]))
     ((model, task, label), points), = analyses.budgets.items()
     assert (model, task, label) == ("tiny-arith-moe-anyk", TASK, "des (tiny-arith-prm)")
     assert [(p.budget, p.accuracy, p.flops, p.wall_seconds) for p in points] == [
         (4, 0.2, 4e6, 2.0), (8, 0.3, 8e6, 4.0), (16, 0.4, 16e6, 8.0)]
     assert not analyses.overlaps  # search runs are not a k sweep
-    assert [label for _, _, label in analyses.kept_k] == ["des N=4", "des N=8", "des N=16"]
+    assert [label for _, _, label in analyses.kept_k] == [f"des (tiny-arith-prm) N={n}" for n in (4, 8, 16)]
     for per_step in analyses.kept_k.values():  # one logged record with search steps per run
         assert per_step == {0: {1.0: 1, 4.0: 1}, 1: {4.0: 2}}
     assert "| 1 | 2 | 0.0% | 100.0% |" in analyses.markdown()

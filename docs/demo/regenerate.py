@@ -1,12 +1,12 @@
-"""The README's demo table and its plot, made from the committed results in ``docs/demo/runs/``.
+"""The README's demo table, its analyses and their plots, made from the committed results in ``docs/demo/runs/``.
 
-    python docs/demo/regenerate.py            # table (README block, docs/demo/report.md) + plot, from the runs
-    python docs/demo/regenerate.py --run      # first (re)run what is missing: lm-eval-moe reproduce demo --limit 40
-    python docs/demo/regenerate.py --check    # exit 1 if the README block or the plot is stale
+    python docs/demo/regenerate.py            # tables (README blocks, docs/demo/report.md) + plots, from the runs
+    python docs/demo/regenerate.py --run      # first (re)run what is missing: lm-eval-moe reproduce demo --limit 100
+    python docs/demo/regenerate.py --check    # exit 1 if a README block or the headline plot is stale
 
-The plot stores the sha256 of the results files it was drawn from (a PNG text chunk), and the README block
-is rendered from the same files, so ``tests/test_docs.py`` can tell when either no longer matches the
-committed results.
+The headline plot stores the sha256 of the results files it was drawn from (a PNG text chunk), and the README
+blocks are rendered from the same files, so ``tests/test_docs.py`` can tell when either no longer matches the
+committed results. The analysis plots (``docs/demo/*.png``, ``lm-eval-moe analyze``) are redrawn with them.
 """
 
 from __future__ import annotations
@@ -22,18 +22,25 @@ RUNS = DEMO / "runs"
 README = REPO / "README.md"
 PLOT = REPO / "docs" / "accuracy_vs_flops.png"
 RECIPE = "demo"
-LIMIT = 40
+LIMIT = 100
 BEGIN, END = "<!-- demo-table:begin (docs/demo/regenerate.py) -->", "<!-- demo-table:end -->"
+ANALYSES_BEGIN, ANALYSES_END = "<!-- demo-analyses:begin (docs/demo/regenerate.py) -->", "<!-- demo-analyses:end -->"
 
 #: run method id -> row label
 LABELS = {
-    "greedy-k2": "greedy, k=2",
+    **{f"greedy-k{k}": f"greedy, k={k}" for k in range(1, 5)},
     "des": "DES (K = {1, 2, 3, 4})",
+    "des_adaptive": "adaptive DES (ours, K = {1, 2, 3, 4})",
+    "des_majority": "DES without a PRM (likelihood, majority)",
     "best_of_n": "Best-of-N",
     "beam": "beam search",
     "dvts": "DVTS",
     "self_consistency": "self-consistency",
     "reroute": "rerouting (5 steps every 32 tokens)",
+    "des-n4": "DES, N = 4",
+    "des-n16": "DES, N = 16",
+    "best_of_n-n4": "Best-of-N, N = 4",
+    "best_of_n-n16": "Best-of-N, N = 16",
 }
 
 
@@ -58,8 +65,8 @@ def table() -> str:
     from lm_eval_moe.reproduce.recipe import load_recipe
 
     recipe = load_recipe(RECIPE)
-    lines = ["| strategy | accuracy ± s.e. | precision | generated tokens | FLOPs | extra FLOPs | n |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| policy | strategy | accuracy ± s.e. | precision | generated tokens | FLOPs | extra FLOPs | "
+             "wall s / problem | n |", "|---|---|---|---|---|---|---|---|---|"]
     for spec in recipe.runs():
         files = results_files(spec, RUNS)
         if not files:
@@ -68,18 +75,33 @@ def table() -> str:
         key = task.metric_key("exact_match")
         method = spec.values["method"]
         cells = [
-            LABELS.get(method, method), _percent(task.metrics[key], task.stderr.get(key)),
+            spec.values["model"], LABELS.get(method, method), _percent(task.metrics[key], task.stderr.get(key)),
             _percent(task.value("precision")), f"{task.value('generated_tokens'):.0f}",
-            f"{task.value('flops'):.2e}", f"{task.value('extra_flops') or 0:.3g}", str(task.samples_count),
+            f"{task.value('flops'):.2e}", f"{task.value('extra_flops') or 0:.3g}",
+            f"{task.value('wall_seconds'):.2f}", str(task.samples_count),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def readme_with(block: str) -> str:
+def analyses():
+    from lm_eval_moe.leaderboard import load_runs
+    from lm_eval_moe.leaderboard.analyses import Analyses
+
+    return Analyses.of(load_runs([str(RUNS)]))
+
+
+def analyses_block(found) -> str:
+    """The analyses as a README block (headings one level below the README's demo section)."""
+    return found.markdown().replace("## ", "#### ") + "\n"
+
+
+def readme_with(block: str, analyses_block: str) -> str:
     text = README.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    return text[:start] + "\n" + block + text[end:]
+    for begin, end, content in ((BEGIN, END, block), (ANALYSES_BEGIN, ANALYSES_END, analyses_block)):
+        start, stop = text.index(begin) + len(begin), text.index(end)
+        text = text[:start] + "\n" + content + text[stop:]
+    return text
 
 
 def plot(source: str) -> bytes:
@@ -103,19 +125,25 @@ def main() -> int:
 
         if cli(["reproduce", RECIPE, "--limit", str(LIMIT), "--output", str(RUNS)]) != 0:
             return 1
-    block, digest = table(), results_digest()
+    block, digest, found = table(), results_digest(), analyses()
+    block_of_analyses = analyses_block(found)
     if args.check:
         from lm_eval_moe.leaderboard.plots import png_source
 
-        stale = [name for name, current in (("README.md", README.read_text() == readme_with(block)),
+        stale = [name for name, current in (("README.md", README.read_text() == readme_with(block, block_of_analyses)),
                                             (str(PLOT.relative_to(REPO)), png_source(PLOT.read_bytes()) == digest))
                  if not current]
-        print("stale: " + ", ".join(stale) if stale else "README demo table and plot match docs/demo/runs")
+        print("stale: " + ", ".join(stale) if stale else "README demo blocks and plot match docs/demo/runs")
         return 1 if stale else 0
-    README.write_text(readme_with(block))
-    (DEMO / "report.md").write_text(block)
+    from lm_eval_moe.leaderboard.plots import analysis_plots
+
+    README.write_text(readme_with(block, block_of_analyses))
+    (DEMO / "report.md").write_text(block + "\n" + found.markdown())
     PLOT.write_bytes(plot(digest))
-    print(block + f"-> README.md, docs/demo/report.md, {PLOT.relative_to(REPO)} (results sha256 {digest[:12]})")
+    for name, png in analysis_plots(found).items():
+        (DEMO / f"{name}.png").write_bytes(png)
+    print(block + f"-> README.md, docs/demo/report.md, {PLOT.relative_to(REPO)}, docs/demo/*.png "
+          f"(results sha256 {digest[:12]})")
     return 0
 
 

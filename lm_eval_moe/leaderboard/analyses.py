@@ -126,6 +126,12 @@ class BudgetPoint:
     samples: int | None
 
 
+def method_label(run: Run) -> str:
+    """The run's method with its PRM (the leaderboard's label names only verifier-free votes)."""
+    verifier = run.settings.get("verifier")
+    return run.method + (f" ({verifier})" if verifier and verifier not in ("majority", "likelihood") else "")
+
+
 def budget_curves(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[BudgetPoint]]:
     """(model, task, method and verifier) -> points in increasing N, for series with two or more budgets."""
     series: dict[tuple[str, str, str], dict[int, BudgetPoint]] = defaultdict(dict)
@@ -133,8 +139,7 @@ def budget_curves(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[Budget
         budget = run.settings.get("budget")
         if not isinstance(budget, int):
             continue
-        verifier = run.settings.get("verifier")
-        label = run.method + (f" ({verifier})" if verifier else "")
+        label = method_label(run)
         for name, task in run.tasks.items():
             if name in run.groups:
                 continue
@@ -176,13 +181,14 @@ def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
 
 
 def chosen_k(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[int, Counter]]:
-    """(model, task, method and budget) -> :func:`kept_k_per_step`, per run whose records carry search steps."""
+    """(model, task, method with verifier and budget) -> :func:`kept_k_per_step`, per run whose records carry
+    search steps over two or more k (with one k there is nothing to choose)."""
     found = {}
-    for run in sorted(runs, key=lambda run: (run.model, run.method, run.settings.get("budget") or 0)):
-        label = run.method + (f" N={run.settings['budget']}" if "budget" in run.settings else "")
+    for run in sorted(runs, key=lambda run: (run.model, method_label(run), run.settings.get("budget") or 0)):
+        label = method_label(run) + (f" N={run.settings['budget']}" if "budget" in run.settings else "")
         for name, task in sorted(run.tasks.items()):
             per_step = kept_k_per_step(task)
-            if per_step:
+            if len({k for counter in per_step.values() for k in counter}) > 1:
                 found[(run.model, name, label)] = per_step
     return found
 

@@ -60,32 +60,42 @@ def png_source(png: bytes) -> str | None:
 
 
 def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None) -> bytes | None:
-    """One panel per task; one series per method (points sorted by cost, joined). ``source`` is stored in
-    the PNG (e.g. a digest of the results it was drawn from)."""
+    """One panel per task and model; one series per method (points sorted by cost, joined), each method in
+    the same colour and marker in every panel, the legend beside the panels. ``source`` is stored in the PNG
+    (e.g. a digest of the results it was drawn from)."""
     plt = _pyplot()
-    by_task: dict[str, dict[str, list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    panels: dict[tuple[str, str], dict[str, list[tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in table:
-        x = row.flops if cost == "flops" else row.tokens
+        x = row.tokens
+        if cost == "flops":
+            x = None if row.flops is None else row.flops + (row.extra_flops or 0.0)
         if x is None or row.accuracy is None:
             continue
-        by_task[row.task][f"{row.method} ({row.model.rsplit('/', 1)[-1]})"].append((x, row.accuracy, row.stderr or 0.0))
-    if not by_task:
+        panels[(row.task, row.model.rsplit("/", 1)[-1])][row.method].append((x, row.accuracy, row.stderr or 0.0))
+    if not panels:
         return None
-    tasks = sorted(by_task)
-    figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for axis, task in zip(axes[0], tasks):
-        for label, points in sorted(by_task[task].items()):
+    methods = sorted({method for series in panels.values() for method in series})
+    colours = plt.get_cmap("tab20").colors
+    style = {method: (colours[i % len(colours)], "osD^v<>p*h"[i % 10]) for i, method in enumerate(methods)}
+    keys = sorted(panels)
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys) + 2.5, 4), squeeze=False, sharey=True)
+    for axis, (task, model) in zip(axes[0], keys):
+        for method, points in sorted(panels[(task, model)].items()):
             points.sort()
             xs, ys, errors = zip(*points)
-            axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
-        axis.set_title(task)
-        axis.set_xlabel("FLOPs per sample" if cost == "flops" else "generated tokens per sample")
-        axis.set_ylabel("accuracy")
+            colour, marker = style[method]
+            axis.errorbar(xs, ys, yerr=errors, marker=marker, color=colour, capsize=3, label=method)
+        axis.set_title(f"{task}\n{model}", fontsize=9)
+        axis.set_xlabel("FLOPs per sample (with rerouting's updates)" if cost == "flops" else
+                        "generated tokens per sample")
         if cost == "flops":
             axis.set_xscale("log")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("accuracy")
+    handles = [plt.Line2D([], [], color=style[m][0], marker=style[m][1], label=m) for m in methods]
+    figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     figure.suptitle(f"accuracy vs {'FLOPs' if cost == 'flops' else 'generated tokens'}")
+    figure.tight_layout()
     data = _png(figure, source)
     plt.close(figure)
     return data

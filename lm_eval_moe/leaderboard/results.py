@@ -94,6 +94,8 @@ def _method(config: dict[str, Any]) -> str:
         label = "reroute"
     if ours.get("reroute"):
         label += "+reroute"
+    if ours.get("verifier") in ("majority", "likelihood") and ours.get("strategy") != "self_consistency":
+        label += f"+{ours['verifier']}"  # a search without a PRM is another method than with one
     counts, default = ours.get("expert_count"), ours.get("default_expert_count")
     if counts and counts != default and not ours.get("strategy"):  # a k sweep: one row per k
         label += f" k={counts[0] if len(set(counts)) == 1 else ':'.join(map(str, counts))}"

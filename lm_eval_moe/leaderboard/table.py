@@ -29,6 +29,7 @@ class Row:
     coverage: float | None
     tokens: float | None
     flops: float | None
+    extra_flops: float | None  # rerouting's optimisation, counted apart from the policy's FLOPs
     avg_k: float | None
     samples: int | None
     source: str
@@ -50,7 +51,7 @@ def rows(runs: Sequence[Run], include_groups: bool = True) -> list[Row]:
                 accuracy=task.metrics.get(key) if key else None,
                 stderr=task.stderr.get(key) if key else None,
                 precision=task.value("precision"), coverage=task.value("coverage"),
-                tokens=task.value("generated_tokens"), flops=task.value("flops"),
+                tokens=task.value("generated_tokens"), flops=task.value("flops"), extra_flops=task.value("extra_flops"),
                 avg_k=task.value("avg_expert_count"), samples=task.samples_count, source=str(run.path),
             ))
     return table
