@@ -78,11 +78,11 @@ class MoERerouteLM(MoEHFLMBase):
             outcomes = self.rerouter.generate(prompts, max_new, sampling, [seeds[i] for i in indices],
                                               stop_strings=[s for s in until if s and s != eos_text],
                                               eos_ids=self.eos_ids, on_phase=show_phase)
+            usage = self.measured(meter, len(outcomes))  # the method's time; the diagnostic below is not part of it
             pathways = [{}] * len(outcomes)
             if self.method_settings.pathway_stats:
                 pathways = pathway_stats(self.model, self.moe, self.rerouter.pad_id, prompts,
                                          [o.tokens for o in outcomes], [o.block_deltas[-1] for o in outcomes])
-            usage = self.measured(meter, len(outcomes))
             for index, outcome, pathway in zip(indices, outcomes, pathways):
                 text = postprocess_generated_text(self.tok_decode(outcome.tokens), until, None)
                 meta = {"cost": outcome.cost.as_dict(),

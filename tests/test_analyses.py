@@ -109,3 +109,12 @@ def test_rerouting_pathways_are_averaged_over_samples(tmp_path):
     assert report.samples == 2 and report.edit_distance == 2.0 and report.changed_fraction == 0.25
     assert report.confidence_before == pytest.approx([0.3, 0.5]) and report.confidence_after == pytest.approx([0.7, 0.8])
     assert "edit distance 2.00 per generated token (25.0% of the pathway changed)" in analyses.markdown()
+
+
+def test_records_of_another_shape_are_an_error_naming_the_file(tmp_path, capsys):
+    records = {0: {"pathways": {"edit_distance": "far"}}, 1: {"search_steps": [{"kept_expert_counts": [1, 2]}]}}
+    _write_run(tmp_path / "odd", {"model_class": "moe_reroute"}, {0}, documents=2, records=records)
+    assert main(["analyze", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "not an lm_eval_moe sample record" in out and str(tmp_path / "odd") in out
+    assert main(["leaderboard", str(tmp_path), "--output", str(tmp_path / "board")]) == 2

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         runs = load_runs(args.results)
+        analyses = Analyses.of(runs)
     except ResultsError as error:
         print(f"error: {error}")
         return 2
-    analyses = Analyses.of(runs)
     if not analyses:
         print("error: these runs allow no analysis: they need logged samples (--log_samples) of one model, task "
               "and method at two or more k, a search method at two or more budgets, or step-wise search runs")

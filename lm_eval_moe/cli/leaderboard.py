@@ -29,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         runs = load_runs(args.results)
+        analyses = Analyses.of(runs)
     except ResultsError as error:
         print(f"error: {error}")
         return 2
     table = rows(runs, include_groups=not args.no_groups)
-    analyses = Analyses.of(runs)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}

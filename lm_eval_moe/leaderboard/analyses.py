@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from lm_eval_moe.leaderboard.results import Run, TaskResult
+from lm_eval_moe.leaderboard.results import ResultsError, Run, TaskResult
+from lm_eval_moe.verifiers.settings import VERIFIER_FREE
 
 SOLVED = 1.0 - 1e-9
 
@@ -129,7 +131,7 @@ class BudgetPoint:
 def method_label(run: Run) -> str:
     """The run's method with its PRM (the leaderboard's label names only verifier-free votes)."""
     verifier = run.settings.get("verifier")
-    return run.method + (f" ({verifier})" if verifier and verifier not in ("majority", "likelihood") else "")
+    return run.method + (f" ({verifier})" if verifier and verifier not in VERIFIER_FREE else "")
 
 
 def budget_curves(runs: Sequence[Run]) -> dict[tuple[str, str, str], list[BudgetPoint]]:
@@ -170,6 +172,16 @@ def first_records(task: TaskResult) -> list[dict[str, Any]]:
     return records
 
 
+@contextmanager
+def _records_of(run: Run, task: str) -> Iterator[None]:
+    """Logged records of another shape than ours are an input error naming the file, not a crash."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise ResultsError(f"{run.path}: task {task}: a logged record is not an lm_eval_moe sample record "
+                           f"({type(error).__name__}: {error})") from None
+
+
 def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
     """Step -> how often each k was among the kept states, over the logged samples (first repeat each)."""
     per_step: dict[int, Counter] = defaultdict(Counter)
@@ -187,7 +199,8 @@ def chosen_k(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[int, Counte
     for run in sorted(runs, key=lambda run: (run.model, method_label(run), run.settings.get("budget") or 0)):
         label = method_label(run) + (f" N={run.settings['budget']}" if "budget" in run.settings else "")
         for name, task in sorted(run.tasks.items()):
-            per_step = kept_k_per_step(task)
+            with _records_of(run, name):
+                per_step = kept_k_per_step(task)
             if len({k for counter in per_step.values() for k in counter}) > 1:
                 found[(run.model, name, label)] = per_step
     return found
@@ -213,11 +226,12 @@ def reroute_pathways(runs: Sequence[Run]) -> dict[tuple[str, str, str], PathwayR
             if not reports:
                 continue
             count = len(reports)
-            found[(run.model, name, run.method)] = PathwayReport(
-                count, sum(r["edit_distance"] for r in reports) / count,
-                sum(r["changed_fraction"] for r in reports) / count,
-                *([sum(values) / count for values in zip(*(r[f"confidence_{when}"] for r in reports))]
-                  for when in ("before", "after")))
+            with _records_of(run, name):
+                found[(run.model, name, run.method)] = PathwayReport(
+                    count, sum(float(r["edit_distance"]) for r in reports) / count,
+                    sum(float(r["changed_fraction"]) for r in reports) / count,
+                    *([sum(map(float, values)) / count for values in zip(*(r[f"confidence_{when}"] for r in reports))]
+                      for when in ("before", "after")))
     return found
 
 

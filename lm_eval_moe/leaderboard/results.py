@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lm_eval_moe.verifiers.settings import VERIFIER_FREE
+
 
 class ResultsError(ValueError):
     """Input that cannot be turned into a results table (the message names the file)."""
@@ -94,7 +96,7 @@ def _method(config: dict[str, Any]) -> str:
         label = "reroute"
     if ours.get("reroute"):
         label += "+reroute"
-    if ours.get("verifier") in ("majority", "likelihood") and ours.get("strategy") != "self_consistency":
+    if ours.get("verifier") in VERIFIER_FREE and ours.get("strategy") != "self_consistency":
         label += f"+{ours['verifier']}"  # a search without a PRM is another method than with one
     counts, default = ours.get("expert_count"), ours.get("default_expert_count")
     if counts and counts != default and not ours.get("strategy"):  # a k sweep: one row per k
