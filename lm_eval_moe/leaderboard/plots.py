@@ -1,6 +1,7 @@
 """Leaderboard plots (PNG): accuracy vs FLOPs and vs generated tokens per method and task, the
 distribution of the chosen expert count, router entropy of rerouting runs, and the analyses of
-``analyses.py`` (solved sets across k, accuracy against the budget N, kept k per step).
+``analyses.py`` (solved sets across k, accuracy against the budget N, kept k per step, router confidence
+before and after rerouting).
 
 Needs matplotlib (``pip install lm_eval_moe[plots]``); without it the command writes its tables and says
 that the plots were skipped.
