@@ -17,5 +17,5 @@ python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"      # the package, plus pytest and matplotlib for the tests and plots
 
 lm_eval --model moe_des \
-  --model_args pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,expert_counts=1-4 \
+  --model_args pretrained=tiny-arith-moe-anyk,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,expert_counts=1-4 \
   --tasks moe_demo_arith --limit 50 --device cpu --batch_size 8 --log_samples --output_path results/quickstart
