@@ -17,6 +17,7 @@ vllm = pytest.importorskip("vllm")
 
 from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine  # noqa: E402
 from lm_eval_moe.moe import attach  # noqa: E402
+from lm_eval_moe.response import RESOURCE_METRICS  # noqa: E402
 from lm_eval_moe.testing import BOS_ID, EOS_ID, PAD_ID, byte_tokenizer, save_tiny_moe  # noqa: E402
 
 # vLLM's CPU attention needs head_dim in {32, 64, ...}: the shared tiny shape has 16; larger initial
@@ -102,8 +103,15 @@ def ascii_policy(directory):
 
 
 def _records_without_cost(sample: dict) -> list[dict]:
+    """The logged records without their cost (counted differently by design) and measured time and memory."""
     records = [json.loads(text) for texts in sample["filtered_resps"] for text in texts]
-    return [{key: value for key, value in record.items() if key != "cost"} for record in records]
+    return [{key: value for key, value in record.items() if key not in ("cost", "resources")} for record in records]
+
+
+def _computed(results: dict, *leave_out: str) -> dict:
+    """A task's aggregate metrics without the measured ones (wall time, memory) and those in ``leave_out``."""
+    return {key: value for key, value in results.items()
+            if key.split(",")[0].removesuffix("_stderr") not in RESOURCE_METRICS and not key.startswith(leave_out)}
 
 
 def test_des_through_vllm_equals_des_through_hf(tmp_path):
@@ -119,10 +127,9 @@ def test_des_through_vllm_equals_des_through_hf(tmp_path):
     # the logged records (response, every candidate with k, score, steps, finish reason) agree; their cost
     # does not: prefix tokens count where computed, the HF engine forks cached rows, vLLM re-reads what its
     # 128-token cache blocks do not hold, so compute totals differ and token/score metrics do not
-    same = [key for key in hf_results["results"]["moe_demo_arith"]
-            if not key.startswith(("prompt_tokens", "routed_expert_tokens", "shared_expert_tokens", "flops"))]
-    assert {k: vllm_results["results"]["moe_demo_arith"][k] for k in same} == \
-        {k: hf_results["results"]["moe_demo_arith"][k] for k in same}
+    differ = ("prompt_tokens", "routed_expert_tokens", "shared_expert_tokens", "flops")
+    assert _computed(vllm_results["results"]["moe_demo_arith"], *differ) == \
+        _computed(hf_results["results"]["moe_demo_arith"], *differ)
     assert [_records_without_cost(s) for s in vllm_samples] == [_records_without_cost(s) for s in hf_samples]
     assert all(record["response"].isascii() for s in hf_samples for record in _records_without_cost(s))
     assert vllm_results["config"]["lm_eval_moe"]["backend"] == "vllm"
@@ -138,5 +145,5 @@ def test_moe_hf_through_vllm_equals_moe_hf(tmp_path):
     vllm_samples, vllm_results = run_lm_eval(
         tmp_path, "vllm", "moe_hf", args + ",backend=vllm,vllm_max_model_len=512,vllm_gpu_memory_utilization=0.3")
     assert [s["resps"] for s in vllm_samples] == [s["resps"] for s in hf_samples]
-    assert vllm_results["results"] == hf_results["results"]
+    assert _computed(vllm_results["results"]["moe_demo_arith"]) == _computed(hf_results["results"]["moe_demo_arith"])
     assert vllm_results["config"]["lm_eval_moe"]["backend"] == "vllm"
