@@ -12,6 +12,7 @@ a guard against lm-eval's request cache, which ignores model args (docs/LM_EVAL.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import inspect
@@ -72,6 +73,17 @@ def padding_mask(requests: list[Instance]) -> list[bool]:
     step) and are answered by marked empty responses."""
     return [request.repeats is not None and repeat >= request.repeats
             for request, repeat in zip(requests, repeat_indices(requests))]
+
+
+def _close_process_group() -> None:
+    """Destroy the process group accelerate opened, at exit: lm-eval never does, and torch tearing down a live
+    gloo group during interpreter shutdown now and then aborts a finished rank ("terminate called without an
+    active exception", SIGABRT; seen in a CI run of the two-process tests), failing a run whose results were
+    already complete."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class MoEHFLMBase(HFLM):
@@ -198,6 +210,7 @@ class MoEHFLMBase(HFLM):
             return
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
+        atexit.register(_close_process_group)
         logger.info("%s: data parallel, rank %d of %d on %s", self.model_name, self._rank, self._world_size,
                     accelerator.device)
 
