@@ -18,7 +18,6 @@ from lm_eval_moe.testing import reproducible_sample
 DES_ARGS = ("pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=4,keep=2,max_steps=3,max_step_tokens=40,"
             "expert_counts=1-4,temperature=0.8,search_batch_size=2")
 LIMIT = 10
-#: measurements, not results: they differ between any two runs
 
 
 def _command(model_args: str, output) -> list[str]:
