@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lm_eval_moe.moe import DynamicMoE
+from lm_eval_moe.reroute.rerouter import left_padded
 
 
 def _routing(model: torch.nn.Module, moe: DynamicMoE, ids: torch.Tensor, mask: torch.Tensor,
@@ -44,18 +45,11 @@ def substitutions(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
 def pathway_stats(model: torch.nn.Module, moe: DynamicMoE, pad_id: int, prompts: Sequence[Sequence[int]],
                   generated: Sequence[Sequence[int]], deltas: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
     """One report per row (see the module docstring); empty for a row that generated nothing."""
-    device = next(model.parameters()).device
     texts = [list(prompt) + list(tokens) for prompt, tokens in zip(prompts, generated)]
-    width = max(len(text) for text in texts)
-    ids = torch.full((len(texts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(texts), width, dtype=torch.long)
-    for row, text in enumerate(texts):  # left padding: the generated tokens end every row
-        ids[row, width - len(text):] = torch.tensor(text)
-        mask[row, width - len(text):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(texts, pad_id, next(model.parameters()).device)  # generated tokens end every row
+    width = ids.shape[1]
     before, top_before = _routing(model, moe, ids, mask, positions, None)
-    after, top_after = _routing(model, moe, ids, mask, positions, torch.stack(list(deltas)).to(device))
+    after, top_after = _routing(model, moe, ids, mask, positions, torch.stack(list(deltas)).to(ids.device))
     reports = []
     for row, tokens in enumerate(generated):
         if not tokens:

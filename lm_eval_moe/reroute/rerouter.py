@@ -60,7 +60,8 @@ class RerouteOutcome:
         return self.ledger.cost
 
 
-def _padded(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
+def left_padded(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
+    """(ids, attention mask, position ids) of ``contexts`` left-padded to one width: every row ends at the last column."""
     width = max(len(c) for c in contexts)
     ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(contexts), width, dtype=torch.long)
@@ -113,7 +114,7 @@ class Rerouter:
         """T Adam steps on the rows ``rows`` of ``deltas`` (batch, layers, experts); returns per-row records.
         ``seeds``: one per row of ``deltas`` (the ``random`` layer selection draws from them)."""
         config, counts = self.config, self.moe.expert_counts
-        ids, mask, positions = _padded(contexts, self.pad_id, self.device)
+        ids, mask, positions = left_padded(contexts, self.pad_id, self.device)
         window = config.loss_window if config.loss_window and config.loss_window < ids.shape[1] else None
         row_index = torch.tensor(rows, device=deltas.device)
         scale = torch.zeros(deltas.shape[0], deltas.shape[1])
@@ -213,7 +214,7 @@ class Rerouter:
                 outcomes[row].block_deltas.append(bias[position].cpu())
             with torch.no_grad(), self.moe.settings(bias=bias):
                 if cache is None or changed:
-                    ids, mask, positions = _padded(contexts, self.pad_id, self.device)
+                    ids, mask, positions = left_padded(contexts, self.pad_id, self.device)
                     out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
                     next_logits = out.logits[:, -1].float()
                     after = _row_losses(out.logits, ids, mask).cpu()

@@ -19,7 +19,7 @@ from collections.abc import Generator, Mapping, Sequence
 
 from lm_eval_moe.generation.nodes import Node
 from lm_eval_moe.search import des
-from lm_eval_moe.search.common import Problem, SearchConfig
+from lm_eval_moe.search.common import Problem, SearchConfig, replicate
 
 
 def shares(weights: Sequence[float], total: int) -> list[int]:
@@ -50,8 +50,7 @@ def score_allocation(kept: Sequence[Node], scores_of_k: Mapping[tuple[int, ...],
     weights = [sum(scores_of_k.get(k, ())) / max(1, len(scores_of_k.get(k, ()))) for k in live]
     parents: list[Node] = []
     for k, count in zip(live, shares(weights, config.budget)):
-        states = by_k[k]
-        parents += [states[i % len(states)] for i in range(count)]
+        parents += replicate(by_k[k], count)  # round robin over the kept states of k
     return parents
 
 
