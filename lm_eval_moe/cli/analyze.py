@@ -11,7 +11,13 @@ budget curves need two or more budgets of a search method; kept k needs step-wis
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lm_eval_moe.leaderboard import Run
+    from lm_eval_moe.leaderboard.analyses import Analyses
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,39 +27,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lm_eval_moe.leaderboard import ResultsError, load_runs
-    from lm_eval_moe.leaderboard.analyses import Analyses
-
-    try:
-        runs = load_runs(args.results)
-        analyses = Analyses.of(runs)
-    except ResultsError as error:
-        print(f"error: {error}")
+    loaded = load(args.results)
+    if loaded is None:
         return 2
+    runs, analyses = loaded
     if not analyses:
         print("error: these runs allow no analysis: they need logged samples (--log_samples) of one model, task "
               "and method at two or more k, a search method at two or more budgets, or step-wise search runs")
         return 2
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    written = write_analyses(analyses, output, plots=not args.no_plots)
+    analyses.write(output)
+    images = {}
+    if not args.no_plots:
+        from lm_eval_moe.leaderboard.plots import analysis_plots
+
+        images = save_plots(lambda: analysis_plots(analyses), output, "")
     print(analyses.markdown())
-    print(f"{len(runs)} run(s) -> {output}/analyses.{{md,json}}" + (f" and {written} plot(s)" if written else ""))
+    print(f"{len(runs)} run(s) -> {output}/analyses.{{md,json}}" + (f" and {len(images)} plot(s)" if images else ""))
     return 0
 
 
-def write_analyses(analyses, output: Path, plots: bool = True) -> int:
-    """analyses.md, analyses.json and (with matplotlib) the plots into ``output``; the number of plots."""
-    analyses.write(output)
-    if not plots:
-        return 0
-    from lm_eval_moe.leaderboard.plots import PlotDependencyError, analysis_plots
+def load(results: list[str]) -> tuple[list[Run], Analyses] | None:
+    """The runs in ``results`` and their analyses; None, with the error printed, on unusable input."""
+    from lm_eval_moe.leaderboard import ResultsError, load_runs
+    from lm_eval_moe.leaderboard.analyses import Analyses
 
     try:
-        images = analysis_plots(analyses)
+        runs = load_runs(results)
+        return runs, Analyses.of(runs)
+    except ResultsError as error:
+        print(f"error: {error}")
+        return None
+
+
+def save_plots(draw: Callable[[], dict[str, bytes]], output: Path, without: str) -> dict[str, bytes]:
+    """The PNGs ``draw`` makes, written into ``output``; none, with a warning (plus ``without``), when
+    matplotlib is missing."""
+    from lm_eval_moe.leaderboard.plots import PlotDependencyError
+
+    try:
+        images = draw()
     except PlotDependencyError as error:
-        print(f"warning: no plots ({error})")
-        return 0
+        print(f"warning: no plots ({error}){without}")
+        return {}
     for name, png in images.items():
         (output / f"{name}.png").write_bytes(png)
-    return len(images)
+    return images

@@ -23,29 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lm_eval_moe.leaderboard import ResultsError, load_runs
-    from lm_eval_moe.leaderboard.analyses import Analyses
+    from lm_eval_moe.cli.analyze import load, save_plots
     from lm_eval_moe.leaderboard.table import markdown, rows, to_csv, to_html
 
-    try:
-        runs = load_runs(args.results)
-        analyses = Analyses.of(runs)
-    except ResultsError as error:
-        print(f"error: {error}")
+    loaded = load(args.results)
+    if loaded is None:
         return 2
+    runs, analyses = loaded
     table = rows(runs, include_groups=not args.no_groups)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
     if not args.no_plots:
-        from lm_eval_moe.leaderboard.plots import PlotDependencyError, all_plots
+        from lm_eval_moe.leaderboard.plots import all_plots
 
-        try:
-            images = all_plots(runs, table, analyses)
-        except PlotDependencyError as error:
-            print(f"warning: no plots ({error}); the tables are written without them")
-        for name, png in images.items():
-            (output / f"{name}.png").write_bytes(png)
+        images = save_plots(lambda: all_plots(runs, table, analyses), output, "; the tables are written without them")
     if analyses:
         analyses.write(output)
     (output / "leaderboard.md").write_text(markdown(table))

@@ -44,6 +44,13 @@ def _png(figure, source: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def _finished(plt, figure, source: str | None = None) -> bytes:
+    """The figure as PNG bytes, closed (pyplot keeps every open figure alive)."""
+    data = _png(figure, source)
+    plt.close(figure)
+    return data
+
+
 def png_source(png: bytes) -> str | None:
     """The ``Source`` text a plot was saved with (PNG tEXt chunk), read without an image library."""
     position = 8  # after the signature
@@ -97,9 +104,7 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None)
     figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     figure.suptitle(f"accuracy vs {'FLOPs' if cost == 'flops' else 'generated tokens'}")
     figure.tight_layout()
-    data = _png(figure, source)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure, source)
 
 
 def chosen_k_distribution(runs: Sequence[Run]) -> bytes | None:
@@ -120,9 +125,7 @@ def chosen_k_distribution(runs: Sequence[Run]) -> bytes | None:
     axis.set_ylabel("samples")
     axis.set_title("chosen k")
     axis.legend(fontsize=8)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def router_entropy(runs: Sequence[Run]) -> bytes | None:
@@ -145,9 +148,7 @@ def router_entropy(runs: Sequence[Run]) -> bytes | None:
     axis.set_ylabel("mean routing entropy (nats)")
     axis.set_title("router entropy under rerouting")
     axis.legend()
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def k_overlap(overlap: KOverlap) -> bytes:
@@ -173,9 +174,7 @@ def k_overlap(overlap: KOverlap) -> bytes:
     grid.set_title("Jaccard similarity of the solved sets")
     figure.colorbar(image, ax=grid)
     figure.suptitle(overlap.model.rsplit("/", 1)[-1])
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def budget_curves(curves: dict[tuple[str, str, str], list[BudgetPoint]]) -> bytes | None:
@@ -202,9 +201,7 @@ def budget_curves(curves: dict[tuple[str, str, str], list[BudgetPoint]]) -> byte
         axes[1][column].set_yscale("log")
         axes[0][column].set_title(task)
         axes[0][column].legend(fontsize=8)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def kept_k_per_step(found: dict[tuple[str, str, str], dict[int, Counter]]) -> bytes | None:
@@ -225,9 +222,7 @@ def kept_k_per_step(found: dict[tuple[str, str, str], dict[int, Counter]]) -> by
         axis.set_ylabel("% of kept states")
         axis.set_title(f"{method} / {task} ({model.rsplit('/', 1)[-1]})", fontsize=9)
         axis.legend(fontsize=8)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def router_confidence(found: dict[tuple[str, str, str], PathwayReport]) -> bytes | None:
@@ -246,9 +241,7 @@ def router_confidence(found: dict[tuple[str, str, str], PathwayReport]) -> bytes
     axis.set_ylabel("mean top-1 routing probability")
     axis.set_title("router confidence before / after rerouting")
     axis.legend(fontsize=7)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _finished(plt, figure)
 
 
 def analysis_plots(analyses: Analyses) -> dict[str, bytes]:
