@@ -173,3 +173,12 @@ def reproducible_sample(sample: dict[str, Any]) -> dict[str, Any]:
         record.pop("resources", None)
     metrics = {key: value for key, value in sample.items() if isinstance(value, float) and key not in RESOURCE_METRICS}
     return {"doc_id": sample["doc_id"], "records": records, **metrics}
+
+
+def reproducible_metrics(task_results: dict[str, Any]) -> dict[str, Any]:
+    """A task's aggregated results (``results[task]``) without the measured time and memory and their
+    standard errors, so that two runs of the same settings compare equal."""
+    from lm_eval_moe.response import RESOURCE_METRICS
+
+    return {key: value for key, value in task_results.items()
+            if key.split(",")[0].removesuffix("_stderr") not in RESOURCE_METRICS}

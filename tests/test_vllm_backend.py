@@ -17,8 +17,9 @@ vllm = pytest.importorskip("vllm")
 
 from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine  # noqa: E402
 from lm_eval_moe.moe import attach  # noqa: E402
-from lm_eval_moe.response import RESOURCE_METRICS  # noqa: E402
-from lm_eval_moe.testing import BOS_ID, EOS_ID, PAD_ID, byte_tokenizer, save_tiny_moe  # noqa: E402
+from lm_eval_moe.testing import (  # noqa: E402
+    BOS_ID, EOS_ID, PAD_ID, byte_tokenizer, reproducible_metrics, reproducible_sample, save_tiny_moe,
+)
 
 # vLLM's CPU attention needs head_dim in {32, 64, ...}: the shared tiny shape has 16; larger initial
 # weights make the experts (and so k) matter to greedy outputs (at 0.02 k=1 and k=4 logits differ by 0.01)
@@ -104,14 +105,13 @@ def ascii_policy(directory):
 
 def _records_without_cost(sample: dict) -> list[dict]:
     """The logged records without their cost (counted differently by design) and measured time and memory."""
-    records = [json.loads(text) for texts in sample["filtered_resps"] for text in texts]
-    return [{key: value for key, value in record.items() if key not in ("cost", "resources")} for record in records]
+    return [{key: value for key, value in record.items() if key != "cost"}
+            for record in reproducible_sample(sample)["records"]]
 
 
 def _computed(results: dict, *leave_out: str) -> dict:
     """A task's aggregate metrics without the measured ones (wall time, memory) and those in ``leave_out``."""
-    return {key: value for key, value in results.items()
-            if key.split(",")[0].removesuffix("_stderr") not in RESOURCE_METRICS and not key.startswith(leave_out)}
+    return {key: value for key, value in reproducible_metrics(results).items() if not key.startswith(leave_out)}
 
 
 def test_des_through_vllm_equals_des_through_hf(tmp_path):
