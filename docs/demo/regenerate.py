@@ -84,11 +84,17 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyses():
+def committed_runs():
+    """Every committed run with its samples (read once: the analyses and the plot both need them)."""
     from lm_eval_moe.leaderboard import load_runs
+
+    return load_runs([str(RUNS)])
+
+
+def analyses(runs):
     from lm_eval_moe.leaderboard.analyses import Analyses
 
-    return Analyses.of(load_runs([str(RUNS)]))
+    return Analyses.of(runs)
 
 
 def analyses_block(found) -> str:
@@ -104,12 +110,11 @@ def readme_with(block: str, analyses_block: str) -> str:
     return text
 
 
-def plot(source: str) -> bytes:
-    from lm_eval_moe.leaderboard import load_runs
+def plot(runs, source: str) -> bytes:
     from lm_eval_moe.leaderboard.plots import accuracy_vs_cost
     from lm_eval_moe.leaderboard.table import rows
 
-    png = accuracy_vs_cost(rows(load_runs([str(RUNS)])), "flops", source=source)
+    png = accuracy_vs_cost(rows(runs), "flops", source=source)
     if png is None:
         raise SystemExit(f"nothing to plot under {RUNS}")
     return png
@@ -125,7 +130,8 @@ def main() -> int:
 
         if cli(["reproduce", RECIPE, "--limit", str(LIMIT), "--output", str(RUNS)]) != 0:
             return 1
-    block, digest, found = table(), results_digest(), analyses()
+    runs = committed_runs()
+    block, digest, found = table(), results_digest(), analyses(runs)
     block_of_analyses = analyses_block(found)
     if args.check:
         from lm_eval_moe.leaderboard.plots import png_source
@@ -139,7 +145,7 @@ def main() -> int:
 
     README.write_text(readme_with(block, block_of_analyses))
     (DEMO / "report.md").write_text(block + "\n" + found.markdown())
-    PLOT.write_bytes(plot(digest))
+    PLOT.write_bytes(plot(runs, digest))
     for name, png in analysis_plots(found).items():
         (DEMO / f"{name}.png").write_bytes(png)
     print(block + f"-> README.md, docs/demo/report.md, {PLOT.relative_to(REPO)}, docs/demo/*.png "

@@ -156,22 +156,6 @@ def _k_value(k: Any) -> float:
     return float(sum(k) / len(k)) if isinstance(k, list) else float(k)
 
 
-def first_records(task: TaskResult) -> list[dict[str, Any]]:
-    """The logged record of each sample's first response (see ``lm_eval_moe.response.SampleRecord``)."""
-    records = []
-    for sample in task.samples.values():
-        responses = (sample.get("filtered_resps") or [[]])[0]
-        if not responses:
-            continue
-        try:
-            record = json.loads(responses[0]) if isinstance(responses[0], str) else responses[0]
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 @contextmanager
 def _records_of(run: Run, task: str) -> Iterator[None]:
     """Logged records of another shape than ours are an input error naming the file, not a crash."""
@@ -185,7 +169,7 @@ def _records_of(run: Run, task: str) -> Iterator[None]:
 def kept_k_per_step(task: TaskResult) -> dict[int, Counter]:
     """Step -> how often each k was among the kept states, over the logged samples (first repeat each)."""
     per_step: dict[int, Counter] = defaultdict(Counter)
-    for record in first_records(task):
+    for record in task.first_records:
         for step in record.get("search_steps") or []:
             for k in step.get("kept_expert_counts") or []:
                 per_step[int(step["step"])][_k_value(k)] += 1
@@ -222,7 +206,7 @@ def reroute_pathways(runs: Sequence[Run]) -> dict[tuple[str, str, str], PathwayR
     found = {}
     for run in runs:
         for name, task in sorted(run.tasks.items()):
-            reports = [r["pathways"] for r in first_records(task) if r.get("pathways")]
+            reports = [r["pathways"] for r in task.first_records if r.get("pathways")]
             if not reports:
                 continue
             count = len(reports)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,23 @@ class TaskResult:
     samples_count: int | None
     config: dict[str, Any]
     samples: dict[int, dict[str, Any]] = field(default_factory=dict)  # doc_id -> logged sample
+
+    @cached_property
+    def first_records(self) -> list[dict[str, Any]]:
+        """Our logged record (``lm_eval_moe.response.SampleRecord``, JSON in ``filtered_resps``) of each
+        sample's first response; samples of other models, with plain text there, give none. Parsed once."""
+        records = []
+        for sample in self.samples.values():
+            responses = (sample.get("filtered_resps") or [[]])[0]
+            if not responses:
+                continue
+            try:
+                record = json.loads(responses[0]) if isinstance(responses[0], str) else responses[0]
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def metric_key(self, metric: str | None = None) -> str | None:
         """The "metric,filter" key for ``metric`` (or the first accuracy metric present)."""
