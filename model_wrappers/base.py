@@ -144,6 +144,11 @@ class MoEHFLMBase(HFLM):
         return arg_names(cls.settings_type)
 
     @classmethod
+    def sweepable_settings(cls) -> set[str]:
+        """The settings a sweep may vary on one loaded model: all but :meth:`load_time_settings`."""
+        return set(cls.settings_arg_names()) - set(cls.load_time_settings())
+
+    @classmethod
     def load_time_settings(cls) -> list[str]:
         """Settings fixed by what was loaded (the routing rule attached to the model, the backend): a sweep
         cannot vary them on one loaded model."""
@@ -155,7 +160,7 @@ class MoEHFLMBase(HFLM):
         """Run the next evaluation with ``overrides`` of the method's settings on the loaded model (over the
         settings it was LOADED with, not the previous evaluation's; parsed and validated as at load; every k
         checked against the model), with fresh run totals and its own ``response_cache`` folder."""
-        runtime = set(self.settings_arg_names()) - set(self.load_time_settings())
+        runtime = self.sweepable_settings()
         fixed = sorted(set(overrides) - runtime)
         if fixed:
             raise ModelArgError(f"a sweep varies the method's settings on one loaded model; {', '.join(fixed)} "

@@ -55,7 +55,7 @@ def check_point(model_class: Any, model_args: dict[str, str], point: Point) -> N
 
     if not hasattr(model_class, "reconfigure"):
         raise ModelArgError(f"{model_class.__name__} is not one of lm_eval_moe's models: a sweep needs one")
-    runtime = set(model_class.settings_arg_names()) - set(model_class.load_time_settings())
+    runtime = model_class.sweepable_settings()
     fixed = sorted(set(point.overrides) - runtime)
     if fixed:
         raise ModelArgError(f"point {point.name}: {', '.join(fixed)} need their own load (settings a sweep can "
