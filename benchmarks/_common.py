@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,11 +22,18 @@ OLMOE_1B_7B = {"hidden_size": 2048, "intermediate_size": 1024, "num_experts": 64
 POLICIES = ("small", "olmoe-1b-7b")
 
 
-def benchmark_policy(policy: str = "small", device: str = "cpu", dtype: str = "float32"):
-    """(model, Dynamic MoE handle, byte tokenizer, cost model) of a random-weight policy on ``device``."""
+#: the small policy's shape (CPU); bench_mixed_k.py overrides it from its --hidden/--experts/--layers
+SMALL = {"hidden_size": 256, "intermediate_size": 256, "num_experts": 32, "num_experts_per_tok": 8,
+         "num_hidden_layers": 4}
+
+
+def benchmark_policy(policy: str = "small", device: str = "cpu", dtype: str = "float32", **small: Any):
+    """(model, Dynamic MoE handle, byte tokenizer, cost model) of a random-weight policy on ``device``;
+    ``small``: overrides of the small policy's shape (and ``experts_implementation``)."""
+    if small and policy != "small":
+        raise SystemExit(f"--policy {policy}: the shape options apply to --policy small only")
     if policy == "small":
-        model = tiny_moe("olmoe", seed=0, hidden_size=256, intermediate_size=256, num_experts=32,
-                         num_experts_per_tok=8, num_hidden_layers=4).to(device=device, dtype=getattr(torch, dtype))
+        model = tiny_moe("olmoe", seed=0, **{**SMALL, **small}).to(device=device, dtype=getattr(torch, dtype))
     elif policy == "olmoe-1b-7b":
         from transformers import AutoModelForCausalLM
 

@@ -22,8 +22,6 @@ import time
 import torch
 
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
-from lm_eval_moe.moe import attach
-from lm_eval_moe.testing import tiny_moe
 
 from _common import add_policy_arguments, benchmark_policy, describe, synchronize
 
@@ -56,14 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    if args.policy == "small":  # the CPU sizes of --hidden/--experts/--layers
-        model = tiny_moe(
-            "olmoe", hidden_size=args.hidden, intermediate_size=args.hidden, num_experts=args.experts,
-            num_experts_per_tok=8, num_hidden_layers=args.layers, experts_implementation=args.implementation,
-        ).to(device=args.device, dtype=getattr(torch, args.dtype))
-        moe = attach(model)
-    else:
-        model, moe, _, _ = benchmark_policy(args.policy, args.device, args.dtype)
+    shape = {"hidden_size": args.hidden, "intermediate_size": args.hidden, "num_experts": args.experts,
+             "num_hidden_layers": args.layers, "experts_implementation": args.implementation}
+    model, moe, _, _ = benchmark_policy(args.policy, args.device, args.dtype, **(shape if args.policy == "small" else {}))
     print(describe(model))
     counts = [1 + (i * 8 // args.batch) for i in range(args.batch)]  # k = 1..8 spread over the rows
     k_max, k_mean = max(counts), round(sum(counts) / len(counts))
