@@ -1,5 +1,6 @@
-"""What a result was computed with: this package's version and commit, the libraries' versions, and where
-every benchmark's rows came from (recorded by ``lm_eval_moe.tasks.data`` as it loads them).
+"""What a result was computed with: this package's version and commit, the libraries' versions, where
+every benchmark's rows came from (recorded by ``lm_eval_moe.tasks.data`` as it loads them) and, when code
+was executed, the sandbox's mode and layers.
 
 Results carry it twice: our model classes add it to ``results["config"]["lm_eval_moe"]["provenance"]``,
 and every task's config in the results holds it as its ``custom_dataset`` entry (so results of lm-eval's
@@ -20,10 +21,17 @@ BUILD_COMMIT_FILE = PACKAGE_DIR / "_build_commit.txt"
 GIT_TIMEOUT_S = 5.0
 
 _DATASETS: dict[str, dict[str, Any]] = {}
+_SANDBOX: dict[str, Any] = {}
 
 
 def record_dataset(name: str, record: dict[str, Any]) -> None:
     _DATASETS[name] = dict(record)
+
+
+def record_sandbox(record: dict[str, Any]) -> None:
+    """How model-written code is executed in this process (mode and active layers, an opt-in included)."""
+    _SANDBOX.clear()
+    _SANDBOX.update(record)
 
 
 def datasets() -> dict[str, dict[str, Any]]:
@@ -76,4 +84,7 @@ def software() -> dict[str, str]:
 
 
 def provenance() -> dict[str, Any]:
-    return {"software": software(), "datasets": datasets()}
+    record = {"software": software(), "datasets": datasets()}
+    if _SANDBOX:
+        record["code_sandbox"] = dict(_SANDBOX)
+    return record

@@ -15,6 +15,16 @@ import torch
 
 from lm_eval_moe.demo.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, byte_tokenizer  # noqa: F401 (re-exported)
 
+#: responses of about n characters in the shapes reasoning models emit when they degenerate at a large
+#: max_gen_toks, and ordinary steps (the checkers' linearity test and benchmark)
+DEGENERATE_RESPONSES = {
+    "nested closed boxes": lambda n: "\\boxed{" * (n // 14) + "1" + "}" * (n // 14),
+    "nested unclosed boxes": lambda n: "\\boxed{" * (n // 7) + " 42",
+    "'answer: 1 ' runs": lambda n: "answer: 1 " * (n // 10),
+    "'the answer is is '": lambda n: "the answer is is " * (n // 17),
+    "ordinary steps": lambda n: "We add 12 + 30 = 42, then check it.\n\n" * (n // 37) + "The answer is \\boxed{42}.",
+}
+
 #: Per-family config keywords for a tiny model (on top of :data:`COMMON`).
 TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "olmoe": dict(num_experts=8, num_experts_per_tok=2),

@@ -4,13 +4,17 @@
 programs (every ``repeats`` response and every final candidate of a search model) run in parallel in
 the sandbox (:mod:`lm_eval_moe.scoring.code`). It hands ``process_results`` one record per response:
 the text, its execution verdict (outcome, per-test details, forgeable or not) and those of the
-candidates. A sandbox infrastructure failure aborts the evaluation instead of counting as a failure.
+candidates. Verdicts are per sample, always: whatever goes wrong while checking one program (a sandbox
+failure that a retry did not cure included) is that sample's verdict with its reason, and a warning counts
+them; the run stops only when the sandbox cannot start at all, which :data:`load_code_benchmark` finds out
+while the task loads, before any sample is generated.
 
 Metrics: ``exact_match`` (the selected, i.e. first, response passes), ``coverage`` (any candidate
 passes), ``precision`` (the share of candidates that pass), ``num_candidates``, with ``repeats`` the
 unbiased ``pass@k`` over the responses (:mod:`lm_eval_moe.scoring.metrics`; a search's candidates are not
-independent samples), ``forgeable`` (the verdict came from in-sandbox assertions), and the request's cost
-when the model reports it.
+independent samples), ``forgeable`` (the verdict came from in-sandbox assertions), ``verdicts_<outcome>``
+(summed: how many samples got each verdict, ``sandbox_error`` included; such a sample counts as not passed),
+and the request's cost when the model reports it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import Any
 from lm_eval.api.filter import Filter
 
 from lm_eval_moe.response import SampleRecord, real_responses, record_metrics, request_records, sample_record
-from lm_eval_moe.scoring.code import ExecutionResult, extract_program, shared_runner
+from lm_eval_moe.scoring.code import OUTCOMES, ExecutionResult, extract_program, shared_runner
 from lm_eval_moe.scoring.metrics import candidate_metrics
 from lm_eval_moe.tasks.code_data import problem_from_doc
+from lm_eval_moe.tasks.data import BenchmarkLoader
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +109,8 @@ class ExecuteCode(Filter):
         by_key = dict(zip(ordered, results))
         broken = [(key[0], result.detail) for key, result in by_key.items() if result.outcome == "sandbox_error"]
         if broken:
-            raise RuntimeError(
-                f"the sandbox failed on {len(broken)} program(s) (e.g. {broken[0][0]}: {broken[0][1]}); "
-                "aborting rather than counting infrastructure failures as model failures"
-            )
+            logger.warning("%d of %d program(s) could not be judged (sandbox_error, each its sample's verdict and "
+                           "counted in verdicts_sandbox_error), e.g. %s: %s", len(broken), len(by_key), *broken[0])
         return [[self._executed(record, [by_key[key] for key in keys]) for record, keys in per_doc]
                 for per_doc in plan]
 
@@ -131,5 +134,25 @@ def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float
     else:
         metrics.update(candidate_metrics([_passed(r) for r in records], independent=True))
     metrics["forgeable"] = float(records[0]["execution"]["forgeable"])
+    outcome = records[0]["execution"]["outcome"]
+    metrics.update({f"verdicts_{kind}": float(kind == outcome) for kind in OUTCOMES})
     metrics.update(record_metrics(records))
     return metrics
+
+
+def total(values: Sequence[float]) -> float:
+    """The ``verdicts_*`` aggregation: a count over the task's samples."""
+    return float(sum(values))
+
+
+class CodeBenchmarkLoader(BenchmarkLoader):
+    """``custom_dataset`` of the code tasks: the benchmark, after starting the sandbox, so that a machine
+    that cannot run model-written code safely is refused while the task loads, before any sample is
+    generated (and the sandbox's layers are recorded in the results' provenance)."""
+
+    def __call__(self, benchmark: str, subject: str | None = None, **kwargs: Any) -> Any:
+        shared_runner()
+        return super().__call__(benchmark, subject, **kwargs)
+
+
+load_code_benchmark = CodeBenchmarkLoader("lm_eval_moe.tasks.code.load_code_benchmark")

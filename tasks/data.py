@@ -328,14 +328,17 @@ class BenchmarkLoader:
     whichever model produced it.
     """
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def __call__(self, benchmark: str, subject: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
         return _load_benchmark(benchmark, subject, **kwargs)
 
     def __str__(self) -> str:
-        return json.dumps({"loader": "lm_eval_moe.tasks.data.load_benchmark", **provenance()}, sort_keys=True)
+        return json.dumps({"loader": self.name, **provenance()}, sort_keys=True)
 
 
-load_benchmark = BenchmarkLoader()
+load_benchmark = BenchmarkLoader("lm_eval_moe.tasks.data.load_benchmark")
 
 
 #: C3PO reference problems of the demo: training-distribution problems (the demo's test problems are held out).

@@ -8,6 +8,7 @@ import pytest
 
 from lm_eval_moe.scoring import CHECKERS, check_aime, check_math, check_numeric, equivalence, majority_key
 from lm_eval_moe.scoring.extract import extract_choice, extract_math_answer, last_boxed
+from lm_eval_moe.testing import DEGENERATE_RESPONSES
 
 #: texts built to make backtracking regexes or repeated scans blow up (each well under a response's size)
 PATHOLOGICAL = {
@@ -120,3 +121,98 @@ def test_math_check_time_bound_holds_in_any_thread(in_thread):
     verdict, seconds = results[0]
     assert seconds < 15, seconds
     assert isinstance(verdict.correct, bool)
+
+
+def _peak_bytes(text: str) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        for check in CHECKERS.values():
+            check(text, "B" if check.name.startswith("choice") else "42")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", sorted(DEGENERATE_RESPONSES))
+def test_checkers_are_linear_in_memory_on_degenerate_text(shape):
+    """Peak memory per character stays flat from 64 KiB to 512 KiB (quadratic shapes grew 8x per 2x here:
+    3.9 GiB for 256 KB of nested boxes); counted allocations, not time, so a busy machine cannot fail it."""
+    small, large = DEGENERATE_RESPONSES[shape](1 << 16), DEGENERATE_RESPONSES[shape](1 << 19)
+    per_char_small, per_char_large = _peak_bytes(small) / len(small), _peak_bytes(large) / len(large)
+    assert per_char_large < 2 * per_char_small + 8, (per_char_small, per_char_large)
+    assert per_char_large < 64, per_char_large
+
+
+def test_checkers_read_a_bounded_window_of_a_huge_response_and_say_so():
+    from lm_eval_moe.scoring.extract import MAX_CHECKED_CHARS
+
+    huge = "x " * MAX_CHECKED_CHARS + "The answer is \\boxed{42}."
+    verdict = check_math(huge, "42")
+    assert verdict.correct and verdict.windowed
+    assert not check_math("The answer is \\boxed{42}.", "42").windowed
+    assert _peak_bytes(DEGENERATE_RESPONSES["'answer: 1 ' runs"](4 * MAX_CHECKED_CHARS)) < 64 * MAX_CHECKED_CHARS
+
+
+def test_an_unclosed_final_box_states_no_answer():
+    """No fallback reading from a response whose box never closes: the last number after 14,000 open boxes
+    was read as the answer."""
+    text = "\\boxed{" * 14000 + " 42"
+    for name, check in CHECKERS.items():
+        verdict = check(text, "B" if name.startswith("choice") else "42")
+        assert not verdict.correct and verdict.answer is None and verdict.method == "unclosed_box", name
+    assert check_math("\\boxed{3} so far; the final answer is \\boxed{4", "3").method == "unclosed_box"
+    assert check_math("\\boxed{\\boxed{42}", "42").correct  # the inner box closes: a stated answer
+
+
+@pytest.mark.parametrize("text, glued", [
+    ("\\boxed{5 \\text{ or } 7}", "57"), ("\\boxed{2 \\text{ hours } 30}", "230"), ("\\boxed{5 7}", "57"),
+    ("The answer is 2 \\text{ hours } 30", "230"), ("\\boxed{1 \\text{and} 2}", "12"),
+])
+def test_digits_are_never_glued_across_a_separator(text, glued):
+    for check in (check_math, check_numeric):
+        assert not check(text, glued).correct, (check.name, text)
+    assert check_numeric("\\boxed{1 000}", "1000").correct and check_numeric("It costs 1 000 dollars", "1000").correct
+    assert check_numeric("\\boxed{18 \\text{ apples}}", "18").correct
+
+
+@pytest.mark.parametrize("hedge", ["\\boxed{1}, \\boxed{2}", "\\boxed{1} or \\boxed{2}", "\\boxed{1} and \\boxed{2}",
+                                   "$\\boxed{1}$, $\\boxed{2}$"])
+def test_boxes_standing_together_are_one_stated_answer_whatever_the_gold(hedge):
+    for gold in ("1", "2"):
+        assert not check_math(hedge, gold).correct and not check_numeric(hedge, gold).correct
+        assert not check_aime(hedge, gold).correct
+    assert check_math(hedge, "1, 2").correct
+    assert check_math(hedge, "2").key == check_math(hedge, "1, 2").key  # the reading never depends on the gold
+
+
+VOTED = [
+    "\\boxed{7}", "The answer is 7.", "so 1 000 in all", "\\boxed{1}, \\boxed{2}", "\\boxed{\\frac{1}{2}}", "x = 0.5",
+    "We get $x = \\sqrt{2}$", "\\boxed{" * 30 + "7", "Answer: (B)", "\\boxed{B}", "nothing here", "$3 + 4$ apples",
+]
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_majority_keys_come_from_the_verdicts_reading(name):
+    checker = CHECKERS[name]
+    gold = "B" if name.startswith("choice") else "7"
+    for text in VOTED:
+        assert checker(text, gold).key == checker.key(text), (name, text)
+
+
+def test_a_script_without_a_main_guard_gets_the_same_verdict(tmp_path):
+    """The bounded checks' helper starts from its own entry point: a "spawn" pool re-ran the caller's whole
+    unguarded script, failed to bootstrap, and this right answer was scored wrong."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from lm_eval_moe.scoring import check_math\n"
+        "print('RESULT', check_math('\\\\boxed{\\\\sqrt{8}+x^2-x^2}', '2\\\\sqrt{2}').correct, flush=True)\n"
+        "print('RESULT', check_math('so $y = 2\\\\sqrt{2}$', '\\\\sqrt{8}').correct, flush=True)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [line for line in run.stdout.splitlines() if line.startswith("RESULT")] == ["RESULT True", "RESULT True"]

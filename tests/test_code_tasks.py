@@ -13,7 +13,7 @@ from lm_eval.tasks import TaskManager
 from conftest import LCB_SOLUTIONS, lcb_rows
 from lm_eval_moe._lm_eval_hook import tasks_dir
 from lm_eval_moe.scoring.code import CodeRunner, Limits, extract_program
-from lm_eval_moe.scoring.code.livecodebench import UnsafePickle, decode_private_tests, row_problem
+from lm_eval_moe.scoring.code.livecodebench import LiveCodeBenchDataError, decode_private_tests, row_problem
 from lm_eval_moe.tasks import code as code_task
 from lm_eval_moe.tasks.code_data import MBPP_IN_SANDBOX, mbpp, problem_from_doc
 from lm_eval_moe.tasks.data import DATA_DIR_ENV, TaskDataError, load_benchmark
@@ -122,12 +122,12 @@ def test_private_tests_decode_without_resolving_any_global():
         assert decode_private_tests(encoded) == tests, protocol
     for payload in (pickle.dumps(_Exploit()), pickle.dumps(["a list"]), pickle.dumps(("a", "b")),
                     pickle.dumps(_Exploit(), protocol=0), b"cos\nsystem\n(S'true'\ntR.", b"\x80\x04\x95"):
-        with pytest.raises(UnsafePickle):
+        with pytest.raises(LiveCodeBenchDataError):
             decode_private_tests(base64.b64encode(zlib.compress(payload)).decode())
     bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20))).decode()
-    with pytest.raises(UnsafePickle):  # not a pickle at all, and decompression stops at the bound
+    with pytest.raises(LiveCodeBenchDataError):  # not a pickle at all, and decompression stops at the bound
         decode_private_tests(bomb)
-    with pytest.raises(UnsafePickle, match="base64"):
+    with pytest.raises(LiveCodeBenchDataError, match="base64"):
         decode_private_tests("not base64 at all!")
     with pytest.raises(ValueError, match="no test case"):
         row_problem({**row, "public_test_cases": "[]", "private_test_cases": ""})
@@ -165,3 +165,39 @@ def test_code_tasks_run_on_a_tiny_model_with_group_aggregates(tiny_model_dir):
     execution = record["execution"]
     assert execution["outcome"] in ("failed", "runtime_error", "compile_error") and execution["tests"] is not None
     assert sample["generated_tokens"] > 0
+
+
+def _payload(text: str) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(text, protocol=4), 9)).decode()
+
+
+@pytest.mark.parametrize("shape", ["deep_nesting", "empty_objects", "bare_numbers", "huge_integer", "not_a_list",
+                                   "memo_opcodes", "trailing_text"])
+def test_hostile_private_tests_are_refused_with_one_error_in_bounded_memory(shape):
+    """An 84 KiB payload cost 26 s and 277 MiB before its refusal, and RecursionError / JSONDecodeError
+    escaped the module's own error."""
+    import time
+    import tracemalloc
+
+    from lm_eval_moe.scoring.code.livecodebench import LiveCodeBenchDataError
+
+    n = 8 << 20
+    encoded = {
+        "deep_nesting": lambda: _payload("[" * n),
+        "empty_objects": lambda: _payload("[" + "{}," * (n // 3) + "{}]"),
+        "bare_numbers": lambda: _payload("[" + "0," * (n // 2) + "0]"),
+        "huge_integer": lambda: _payload("[" + "9" * n + "]"),
+        "not_a_list": lambda: _payload('{"input": "1"}'),
+        "memo_opcodes": lambda: base64.b64encode(zlib.compress(b"\x80\x04" + b"\x94" * n + b".", 9)).decode(),
+        "trailing_text": lambda: _payload('[{"input": "1", "output": "2", "testtype": "stdin"}] and more'),
+    }[shape]()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(LiveCodeBenchDataError):
+            decode_private_tests(encoded)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 4 * n + (16 << 20), (shape, peak)  # the decompressed text and its string, nothing built from it
+    assert time.perf_counter() - start < 60, shape  # a bound a loaded machine keeps: these take well under 1 s

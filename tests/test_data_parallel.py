@@ -43,11 +43,23 @@ def _evaluate(model: str, model_args: str, out: Path, benchmark_data: Path, proc
     return json.loads(results_file.read_text()), samples
 
 
+def _rounded(value):
+    """Floats to 6 decimals: a PRM scores a path in a batch of another size in each process layout, which moves
+    its score in the 7th digit (float accumulation order), never the selection."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
+
+
 def _assert_same_samples(single: dict[int, dict], parallel: dict[int, dict]) -> None:
     assert sorted(single) == sorted(parallel) == list(range(LIMIT))
     for doc_id, sample in single.items():
         expected, got = reproducible_sample(sample), reproducible_sample(parallel[doc_id])
-        assert got.pop("records") == expected.pop("records"), doc_id
+        assert _rounded(got.pop("records")) == _rounded(expected.pop("records")), doc_id
         assert set(got) == set(expected) and "exact_match" in expected, doc_id  # the computed metrics, not time
         for metric, value in expected.items():
             assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-9), (doc_id, metric)

@@ -209,10 +209,19 @@ def test_a_candidate_that_stops_reading_cannot_block_the_judge(runner):
     buffer) must time out at the deadline instead of blocking for ever."""
     problem = CodeProblem("stop", "check_function", entry_point="stop",
                           test_code="def check(candidate):\n    candidate('x')\n    candidate('y' * 2**23)\n")
-    program = ("import os, signal, threading\n"
-               "def stop(text):\n"
-               "    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGSTOP)).start()\n"
-               "    return 1\n")
+    program = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        def stop(text):
+            main = threading.main_thread().ident
+            def watch():  # stop once the bootstrap waits for the next request: it is never read
+                while True:
+                    frame = sys._current_frames().get(main)
+                    if frame is not None and frame.f_code.co_name == "receive":
+                        os.kill(os.getpid(), signal.SIGSTOP)
+                    time.sleep(0.001)
+            threading.Thread(target=watch, daemon=True).start()
+            return 1
+    """)
     results = []
     thread = threading.Thread(target=lambda: results.append(runner.run(problem, program)))
     started = time.monotonic()

@@ -10,8 +10,13 @@
   ``MAX_NUMBER_DIGITS`` digits or exponent are not read as numbers (Python refuses to convert such ints,
   and ``1e999999999`` would not fit in memory).
 
-Every check is bounded in time (:mod:`lm_eval_moe.scoring.bounded`) from any thread, and no string makes
-it raise.
+* Digits are never glued across a separator: ``5 \\text{ or } 7`` is not 57 and ``2 \\text{ hours } 30`` is
+  not 230; only groups of three digits after single spaces are thousands (``1 000``).
+* Unboxed responses (no stated answer) are read as math-verify reads them (:func:`math_verify_reading`).
+
+Every check is bounded in time (:mod:`lm_eval_moe.scoring.bounded`) from any thread, math-verify sees at most
+``MAX_VERIFY_CHARS`` of an answer (longer ones are compared as normalised strings only) and the last
+``MATH_VERIFY_READ_CHARS`` of a response, and no string makes a check raise.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import math
 import re
 from fractions import Fraction
 
-from lm_eval_moe.scoring.bounded import CheckFailed, call_bounded
+from lm_eval_moe.scoring.bounded import CheckFailed, call_bounded, preload
 from lm_eval_moe.scoring.extract import ascii_forms
 
 MATH_VERIFY_TIMEOUT_S = 5.0
+MAX_VERIFY_CHARS = 4096  # longer answers are compared as normalised strings only
+MATH_VERIFY_READ_CHARS = 16384  # the tail of an unboxed response that math-verify reads
 
 
 class _OwnTimeoutsFilter(logging.Filter):
@@ -36,6 +43,7 @@ class _OwnTimeoutsFilter(logging.Filter):
 
 for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_OwnTimeoutsFilter())
+preload("math_verify")
 
 _LATEX_NOISE = (
     ("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\!", ""), ("\\,", ""),
@@ -45,6 +53,17 @@ _LATEX_NOISE = (
 
 
 _TEXT_COMMAND = re.compile(r"\\(?:text|mathrm)\{([^{}]*)\}")
+#: thousands grouped by single spaces ("1 000 000"), and any other whitespace between two digits
+_SPACE_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?: \d{3})+(?![\d]| \d)")
+_DIGITS_APART = re.compile(r"(?<=\d)\s+(?=\d)")
+_APART = "\x00"  # not whitespace: survives the removal of spaces
+
+
+def _without_spaces(text: str) -> str:
+    """Whitespace removed, except that digits it separates stay apart (``_APART`` between them): "5 7" is
+    not 57; thousands grouped by single spaces are one number."""
+    text = _SPACE_THOUSANDS.sub(lambda match: match.group().replace(" ", ""), text)
+    return re.sub(r"\s+", "", _DIGITS_APART.sub(_APART, text))
 
 
 def normalize_latex(answer: str) -> str:
@@ -52,10 +71,9 @@ def normalize_latex(answer: str) -> str:
     text = answer.strip()
     for old, new in _LATEX_NOISE:
         text = text.replace(old, new)
-    text = _TEXT_COMMAND.sub(r"\1", text)
+    text = _TEXT_COMMAND.sub(r" \1 ", text)
     text = text.replace("**", "")
-    text = re.sub(r"\s+", "", text)
-    return text.rstrip(".")
+    return _without_spaces(text).replace(_APART, " ").rstrip(".")
 
 
 def _math_verify(gold: str, predicted: str) -> bool:
@@ -68,6 +86,29 @@ def _math_verify(gold: str, predicted: str) -> bool:
     return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
 
 
+def _math_verify_read(text: str, gold: str | None) -> tuple[str | None, bool]:
+    from math_verify import parse, verify
+
+    parsed = parse(text, parsing_timeout=None)
+    if len(parsed) < 2:
+        return None, False
+    if gold is None:
+        return str(parsed[-1]), False
+    gold_parsed = parse(gold, parsing_timeout=None) or parse(f"${strip_math_delimiters(gold)}$", parsing_timeout=None)
+    return str(parsed[-1]), bool(gold_parsed) and bool(verify(gold_parsed, parsed, timeout_seconds=None))
+
+
+def math_verify_reading(text: str, gold: str | None = None, timeout: float | None = None) -> tuple[str | None, bool]:
+    """What math-verify's default ``parse`` reads in the text (its last ``MATH_VERIFY_READ_CHARS``
+    characters): the string it matched (None if it reads none or runs out of time), and whether that
+    reading verifies against ``gold`` as math-verify parses the gold (gold first; False without a gold)."""
+    try:
+        return call_bounded(_math_verify_read, (text[-MATH_VERIFY_READ_CHARS:], gold),
+                            timeout or MATH_VERIFY_TIMEOUT_S)
+    except CheckFailed:
+        return None, False
+
+
 def math_equal(gold: str, predicted: str, timeout: float | None = None) -> bool:
     """Gold-first equivalence of two LaTeX answers; False (not an error) on a time-out or a failure.
     ``timeout``: seconds for math-verify (default ``MATH_VERIFY_TIMEOUT_S``)."""
@@ -76,6 +117,8 @@ def math_equal(gold: str, predicted: str, timeout: float | None = None) -> bool:
     gold_number, predicted_number = parse_number(gold), parse_number(predicted)
     if gold_number is not None and predicted_number is not None and numbers_equal(gold_number, predicted_number):
         return True  # "10,455" for 10455, "1000,99" for 1000.99, which math-verify reads as sets
+    if len(predicted) > MAX_VERIFY_CHARS or len(gold) > MAX_VERIFY_CHARS:
+        return False
     gold_plain = gold.replace("\\%", "").replace("%", "")
     predicted_plain = predicted.replace("\\%", "").replace("%", "")
     try:
@@ -95,6 +138,8 @@ _UNIT_WORD = re.compile(r"(?:[A-Za-z]{2,})?")
 #: "1000,99", "3,14159"); "1,000" stays one thousand
 _THOUSANDS = re.compile(r"(?<![\d,.])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])")
 _DECIMAL_COMMA = re.compile(r"(?<![\d,.])(\d+),(\d+)(?![\d,])")
+#: what may name a value before "=": a variable ("x", "y_1", "\\theta"), possibly applied ("f(2)", "P(A)")
+_LABEL = re.compile(r"\\?[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?(?:\([^()=]{0,40}\))?")
 MAX_NUMBER_DIGITS = 4000  # digits, or exponent magnitude, of a number we read (Python's int limit is 4300)
 
 
@@ -176,7 +221,7 @@ def parse_number(answer: str | int | float) -> Fraction | None:
     if isinstance(answer, (int, float)):
         return _fraction(str(answer)) if math.isfinite(answer) else None
     text = ascii_forms(answer).strip()
-    text = re.sub(r"\\text\{[^{}]*\}", " ", text)
+    text = re.sub(r"\\text\{([^{}]*)\}", r" \1 ", text)  # unit words read as words, never as a glue
     text = re.sub(r"\\(?:mathrm|textbf|mathbf)\{([^{}]*)\}", r"\1", text)
     for old, new in _LATEX_NOISE:
         text = text.replace(old, new)
@@ -184,8 +229,10 @@ def parse_number(answer: str | int | float) -> Fraction | None:
     text = _DECIMAL_COMMA.sub(r"\1.\2", text)  # 1000,99 and 0,111 (a decimal comma)
     text = text.replace("**", "").replace("{,}", "").strip().rstrip(".")
     if "=" in text:
-        text = text.rsplit("=", 1)[1]
-    text = re.sub(r"\s+", "", text)
+        label, text = text.rsplit("=", 1)
+        if not _LABEL.fullmatch(label.strip()):
+            return None  # "a + 3z = 0" is an equation, not the number 0
+    text = _without_spaces(text)
     if _PLAIN_NUMBER.match(text):
         return _fraction(text)
     if match := _SLASH_FRACTION.match(text):

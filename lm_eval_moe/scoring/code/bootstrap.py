@@ -214,23 +214,30 @@ def install_seccomp():
 
 
 class Channel:
-    """The check's stream socket: newline-delimited JSON."""
+    """The check's stream socket: newline-delimited JSON (linear in the message size both ways)."""
 
     def __init__(self, fd):
         self.fd = fd
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
 
     def receive(self):
-        while b"\n" not in self._buffer:
-            chunk = os.read(self.fd, 1 << 16)
+        while True:
+            newline = self._buffer.find(b"\n", self._scanned)
+            if newline != -1:
+                break
+            self._scanned = len(self._buffer)
+            chunk = os.read(self.fd, 1 << 20)
             if not chunk:
                 raise EOFError
             self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        line = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        self._scanned = 0
         return json.loads(line)
 
     def send(self, message):
-        data = json.dumps(message).encode() + b"\n"
+        data = memoryview(json.dumps(message).encode() + b"\n")
         while data:
             data = data[os.write(self.fd, data):]
 
@@ -341,9 +348,9 @@ class Candidate:
             self._stdio_child(stdin_read, stdin_write, out_read, out_write)
         os.close(stdin_read)
         os.close(out_write)
-        data = message.get("stdin", "").encode()
+        data = memoryview(message.get("stdin", "").encode())
         cap = int(message.get("output_cap", 1 << 20))
-        output, truncated, written = b"", False, 0
+        output, truncated, written = bytearray(), False, 0
         os.set_blocking(stdin_write, False)
         writers = [stdin_write] if data else []
         if not data:
@@ -375,7 +382,7 @@ class Candidate:
         os.close(out_read)
         _, status = os.waitpid(pid, 0)
         return {"ok": {
-            "stdout": output[:cap].decode("utf-8", errors="replace"),
+            "stdout": bytes(output[:cap]).decode("utf-8", errors="replace"),
             "truncated": truncated,
             "exit_code": os.waitstatus_to_exitcode(status),
         }}
@@ -455,11 +462,26 @@ def _others(keep):
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and int(entry) not in keep]
 
 
-def _kill_all_others(keep=()):
-    """SIGKILL every other process of the sandbox's PID namespace (kill(-1) spares the caller and PID 1),
-    until none is left, a fork bomb included; reap what is ours. Only ever called inside a PID namespace:
-    outside one, kill(-1) would reach the host. False if some process would not die (the host then ends the
-    whole sandbox)."""
+def _processes_of(uid, keep):
+    """Processes whose real uid is ``uid`` (outside a PID namespace: the host's), other than ``keep``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        try:
+            with open("/proc/%s/status" % entry) as status:
+                uids = next(line for line in status if line.startswith("Uid:")).split()[1:]
+        except (OSError, StopIteration):
+            continue
+        if uid in (int(uids[0]), int(uids[2])):
+            found.append(int(entry))
+    return found
+
+
+def _kill_until_gone(remaining, keep=()):
+    """SIGKILL through kill(-1) (it spares the caller and PID 1, and reaches only the processes this uid may
+    signal), until ``remaining`` finds none, a fork bomb included; reap what is ours. False if some process
+    would not die (the host then ends the whole sandbox)."""
     keep = {1, os.getpid(), *keep}
     for _ in range(5000):
         try:
@@ -467,7 +489,7 @@ def _kill_all_others(keep=()):
         except (ProcessLookupError, PermissionError):
             pass
         _reap()
-        if not _others(keep):
+        if not remaining(keep):
             return True
         time.sleep(0.001)
     return False
@@ -483,59 +505,163 @@ def _reap():
             return
 
 
-def _wipe(directory):
-    """Remove everything under ``directory`` that this user may remove (never following links)."""
+_WIPE_PREFIX = ".lm_eval_moe_wipe_"
+
+
+def _stat_at(directory_fd, name):
+    try:
+        return os.stat(name, dir_fd=directory_fd, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _wipe(directory, keep=frozenset()):
+    """Remove everything under ``directory`` that belongs to this user except the names in ``keep``, never
+    following links and never entering another file system (a bind mount), whatever the depth: directories
+    are emptied through descriptors (no path is ever longer than one name), and the subdirectories of each
+    are first moved up to ``directory`` itself, so a chain deeper than PATH_MAX is flattened one level per
+    pass and every entry is visited once."""
+    uid = os.getuid()
+    try:
+        top = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    moved = 0
+    try:
+        device = os.fstat(top).st_dev
+        pending = [entry.name for entry in os.scandir(top) if entry.name not in keep]
+        while pending:
+            name = pending.pop()
+            info = _stat_at(top, name)
+            if info is None or info.st_uid != uid or info.st_dev != device:
+                continue
+            if info.st_mode & 0o170000 != 0o040000:  # not a directory
+                try:
+                    os.unlink(name, dir_fd=top)
+                except OSError:
+                    pass
+                continue
+            try:
+                os.chmod(name, 0o700, dir_fd=top)  # a directory the check made unreadable
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+            except OSError:
+                continue
+            try:
+                for entry in os.scandir(child):
+                    inner = _stat_at(child, entry.name)
+                    if inner is None or inner.st_uid != uid or inner.st_dev != device:
+                        continue
+                    if inner.st_mode & 0o170000 != 0o040000:
+                        try:
+                            os.unlink(entry.name, dir_fd=child)
+                        except OSError:
+                            pass
+                        continue
+                    while True:  # up to the top, under a name no entry there has
+                        moved += 1
+                        target = "%s%d" % (_WIPE_PREFIX, moved)
+                        if _stat_at(top, target) is None:
+                            break
+                    try:
+                        os.rename(entry.name, target, src_dir_fd=child, dst_dir_fd=top)
+                        pending.append(target)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+            finally:
+                os.close(child)
+            try:
+                os.rmdir(name, dir_fd=top)
+            except OSError:
+                pass
+    except OSError:
+        pass
+    finally:
+        os.close(top)
+
+
+def _owner(path):
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return None
+
+
+def _left_in(directory, keep=frozenset()):
+    """Entries of this user still in ``directory``, but the names in ``keep``."""
     try:
         entries = os.listdir(directory)
     except OSError:
-        return
-    for name in entries:
-        path = os.path.join(directory, name)
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if info.st_uid != os.getuid():
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            try:
-                os.chmod(path, 0o700)
-            except OSError:
-                pass
-            _wipe(path)
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
-        else:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        return []
+    uid = os.getuid()
+    return [name for name in entries if name not in keep and _owner(os.path.join(directory, name)) == uid]
 
 
-def _remove_ipc():
-    """System V shared memory, semaphores and message queues this user owns (they outlive processes)."""
+def _unescape_mount(field):
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def scratch_layout(roots):
+    """What a wipe must leave standing under each scratch root: the directories the sandbox itself made to
+    hold its mounts (an interpreter under /tmp is bound on top of the private /tmp). Returns {directory to
+    wipe: names in it to keep}; a mount below a root is never entered."""
+    try:
+        with open("/proc/self/mountinfo") as listing:
+            mounts = [_unescape_mount(line.split()[4]) for line in listing]
+    except OSError:
+        mounts = []
+    layout = {root: set() for root in roots}
+    for mount in mounts:
+        for root in roots:
+            if not mount.startswith(root.rstrip("/") + "/"):
+                continue
+            directory = root
+            for part in mount[len(root.rstrip("/")) + 1 :].split("/"):
+                layout.setdefault(directory, set()).add(part)
+                directory = os.path.join(directory, part)
+    mount_points = set(mounts)
+    return {directory: frozenset(keep) for directory, keep in layout.items()
+            if directory in roots or directory not in mount_points}
+
+
+#: /proc/sysvipc table -> (owner uid column, creator uid column, IPC_RMID call)
+def _ipc_tables():
     libc = ctypes.CDLL(None, use_errno=True)
-    # table -> (the column holding the owner's uid, the call that removes an id with IPC_RMID = 0)
-    tables = {"shm": (7, lambda i: libc.shmctl(i, 0, None)), "sem": (4, lambda i: libc.semctl(i, 0, 0)),
-              "msg": (7, lambda i: libc.msgctl(i, 0, None))}
-    for table, (owner_column, remove) in tables.items():
+    return {"shm": (7, 9, lambda i: libc.shmctl(i, 0, None)), "sem": (4, 6, lambda i: libc.semctl(i, 0, 0)),
+            "msg": (7, 9, lambda i: libc.msgctl(i, 0, None))}
+
+
+def _ipc_objects(mine_only):
+    """System V IPC objects (table, id) visible here: all of them, or those this user owns or created (a
+    program may give an object away with IPC_SET, but never change its creator)."""
+    uid, objects = os.getuid(), []
+    for table, (owner, creator, _) in _ipc_tables().items():
         try:
             with open("/proc/sysvipc/" + table) as listing:
                 rows = [line.split() for line in listing.read().splitlines()[1:]]
         except OSError:
             continue
         for fields in rows:
-            if len(fields) > owner_column and int(fields[owner_column]) == os.getuid():
-                remove(int(fields[1]))
+            if len(fields) > creator and (not mine_only or uid in (int(fields[owner]), int(fields[creator]))):
+                objects.append((table, int(fields[1])))
+    return objects
+
+
+def _remove_ipc():
+    """System V shared memory, semaphores and message queues this user owns or created (they outlive
+    processes); the creator may remove an object whose owner it changed."""
+    tables = _ipc_tables()
+    for table, identifier in _ipc_objects(mine_only=True):
+        tables[table][2](identifier)
 
 
 def _kill_check(setup, child):
-    """End every process of a check: the whole PID namespace but the zygote when there is one, else the
-    check's own session (mode=none: a double-forked daemon may survive, as the layer report says)."""
+    """End every process of a check: the whole PID namespace but the zygote when there is one; outside one,
+    every process of the check's dedicated uid (run by the cleaner as that uid, see :func:`clean`); else the
+    check's own session (a double-forked daemon may survive, as the layer report says)."""
     if setup.get("pid_namespace"):
-        return _kill_all_others()
+        return _kill_until_gone(lambda keep: _others(keep))
     try:
         os.killpg(child, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -544,26 +670,35 @@ def _kill_check(setup, child):
     return True
 
 
-def _clear_files(setup):
-    """Wipe the check's own scratch directories; sweep shared host directories (the unshare fallback, whose
-    /tmp is the host's) only of files of the run's dedicated uid, and never as root or as the harness's own
-    user: there the sweep would delete files that are not the check's."""
-    for directory in setup.get("wipe", ()):
-        _wipe(directory)
-    dedicated = setup.get("dedicated_uid")
-    if dedicated and os.getuid() == dedicated:
-        for directory in setup.get("sweep", ()):
-            _wipe(directory)
-    _remove_ipc()
+def _clear(setup):
+    """Run as the check's uid once its processes are gone: remove its files, IPC objects and message queues,
+    then make sure none is left (False otherwise: the host ends the sandbox, taking its tmpfs and IPC
+    namespace with it). Shared host places (the fallback without file-system isolation) are swept only of
+    what the run's dedicated uid owns, and never as root or as the harness's own user."""
+    dedicated = setup.get("dedicated_uid") is not None and os.getuid() == setup["dedicated_uid"]
+    places = dict(setup["layout"])
+    if dedicated:
+        places.update({directory: frozenset() for directory in setup.get("sweep", ())})
+    mqueue = setup.get("mqueue")
+    if mqueue and (setup.get("mqueue_private") or dedicated):
+        places[mqueue] = frozenset()
+    for directory, keep in places.items():
+        _wipe(directory, keep)
+    private_ipc = bool(setup.get("ipc_namespace"))
+    if private_ipc or dedicated:
+        _remove_ipc()
+    if any(_left_in(directory, keep) for directory, keep in places.items()):
+        return False
+    return not (private_ipc or dedicated) or not _ipc_objects(mine_only=not private_ipc)
 
 
 def clean(setup, child):
-    """After a check: nothing of it survives in the sandbox (False if something would not die). The host
-    decides what may be wiped: see :func:`_clear_files`."""
+    """After a check: nothing of it survives (False if something would not die or would not go). The host
+    decides what may be wiped: see :func:`_clear`."""
     if not _kill_check(setup, child):
         return False
     uid = setup.get("uid")
-    if uid is not None and os.getuid() == 0:  # the files belong to the sandbox user: clean as that user
+    if uid is not None and os.getuid() == 0:  # everything left belongs to the check's uid: clean as that uid
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -571,15 +706,16 @@ def clean(setup, child):
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-                if not setup.get("pid_namespace") or _kill_all_others(keep=(os.getppid(),)):
-                    _clear_files(setup)
-                    code = 0
+                if setup.get("pid_namespace"):
+                    gone = _kill_until_gone(lambda keep: _others({*keep, os.getppid()}), keep=(os.getppid(),))
+                else:  # the host's PID space: every process of the dedicated uid is the check's
+                    gone = _kill_until_gone(lambda keep: _processes_of(uid, keep))
+                code = 0 if gone and _clear(setup) else 1
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         return status == 0 and _kill_check(setup, child)
-    _clear_files(setup)
-    return True
+    return _clear(setup)
 
 
 def zygote(control_fd):
@@ -588,6 +724,7 @@ def zygote(control_fd):
     os.dup2(null, 0)
     os.dup2(null, 1)  # stderr stays: the host reads it when the zygote fails to start
     setup = json.loads(control.recv(1 << 16))
+    setup["layout"] = scratch_layout(setup.get("wipe", ()))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<zygote>/mem or fd access for the checks
     control.send(json.dumps({"ready": True, "uid": os.getuid(), "pid": os.getpid()}).encode())

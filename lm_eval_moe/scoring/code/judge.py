@@ -26,7 +26,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
 from lm_eval_moe.scoring.code.bootstrap import MEMORY_EXIT_CODE, OUTPUT_LIMIT_EXIT_CODE, NotPlainData, decode, encode
@@ -233,6 +233,42 @@ def bind_candidate(problem: CodeProblem, namespace: dict[str, Any], channel: Che
         namespace[name] = CandidateProxy(channel, name, deadline)
 
 
+MAX_TEST_INT_DIGITS = 1_000_000  # digits of one integer in a benchmark's test data
+
+
+def _test_int(digits: str) -> int:
+    """An integer of the benchmark's test data, whatever its length: ``int()`` refuses more than 4,300 digits
+    (Python's guard against quadratic conversion), and LiveCodeBench expects such answers."""
+    if len(digits) <= 4000:
+        return int(digits)
+    if len(digits) > MAX_TEST_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits in the test data")
+    with localcontext() as context:
+        context.prec = len(digits) + 1
+        return int(Decimal(digits))
+
+
+def load_test_value(text: str) -> Any:
+    """A JSON value of the benchmark's own test data (LiveCodeBench's inputs and outputs), big integers
+    included. Malformed data is this sample's ``sandbox_error`` with its reason, never an exception."""
+    try:
+        return json.loads(text, parse_int=_test_int)
+    except (ValueError, RecursionError, TypeError) as error:
+        raise Stop("sandbox_error", f"the benchmark's test data is not readable ({type(error).__name__}: "
+                                    f"{str(error)[:200]})") from None
+
+
+def short_repr(value: Any, limit: int = 100) -> str:
+    """``repr`` cut to ``limit`` characters, for any value: an integer of more than 4,300 digits (which
+    ``repr`` refuses) or a structure nested too deep is described instead of raising."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):
+        text = f"<an int of {value.bit_length()} bits" if isinstance(value, int) else f"<a {type(value).__name__}"
+        text += ", too large to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def compare_stdout(produced: str, expected: str) -> bool:
     """LiveCodeBench's stdio rule: strip, compare line by line; a mismatched line still matches when
     its whitespace-separated tokens are equal as Decimals."""
@@ -330,7 +366,7 @@ def _run_tests(problem: CodeProblem, channel: CheckChannel, callables: set[str],
         target = f"Solution.{problem.entry_point}" if "Solution" in callables else problem.entry_point
         proxy = CandidateProxy(channel, target, deadline)
         for index, (given, expected) in enumerate(problem.io_tests):
-            args = [json.loads(line) for line in given.split("\n") if line.strip()]
+            args = [load_test_value(line) for line in given.split("\n") if line.strip()]
             try:
                 produced = proxy(*args)
             except CandidateRaised as error:
@@ -338,8 +374,9 @@ def _run_tests(problem: CodeProblem, channel: CheckChannel, callables: set[str],
                 return "runtime_error"
             if isinstance(produced, tuple):
                 produced = list(produced)
-            ok = produced == json.loads(expected)
-            tests.append(TestDetail(f"test {index}", ok, "" if ok else f"expected {expected[:100]!r}, got {str(produced)[:100]!r}"))
+            ok = produced == load_test_value(expected)
+            tests.append(TestDetail(f"test {index}", ok,
+                                    "" if ok else f"expected {expected[:100]!r}, got {short_repr(produced)}"))
             if not ok:
                 return "failed"
         return "passed"

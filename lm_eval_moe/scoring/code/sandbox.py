@@ -48,7 +48,8 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
-SandboxMode = Literal["auto", "strict", "none"]
+SandboxMode = Literal["auto", "strict", "allow_no_namespaces", "none"]
+SANDBOX_MODES = ("auto", "strict", "allow_no_namespaces", "none")
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 #: uids of the checks are drawn from here, one block per run (far above ordinary and container-mapped ids)
 UID_RANGE = (1 << 20, (1 << 31) - (1 << 16))
@@ -246,14 +247,18 @@ class RunCgroups:
 
 
 class CheckChannel:
-    """The judge's end of one check: newline-delimited JSON over a stream socket, every send and receive
-    bounded by the deadline, every message by size and depth. Any malformed input raises
+    """The judge's end of one check: newline-delimited JSON over a stream socket. Every send and receive is
+    bounded by the deadline, checked before every chunk (data that keeps arriving never extends it), and
+    costs time linear in the message; every message is bounded in size and depth. Any malformed input raises
     :class:`ProtocolError`; the end of the check's process raises :class:`SandboxDied` with its status."""
+
+    CHUNK = 1 << 20
 
     def __init__(self, sock: socket.socket, zygote: Zygote, limits: Limits) -> None:
         self.sock, self.zygote, self.limits = sock, zygote, limits
         sock.setblocking(False)
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer holds no newline before this offset
         self._selector = selectors.DefaultSelector()
 
     def _wait(self, events: int, deadline: float) -> None:
@@ -272,19 +277,24 @@ class CheckChannel:
         return SandboxDied(self.zygote.end_check(), detail)
 
     def send(self, message: dict[str, Any], deadline: float) -> None:
-        data = json.dumps(message).encode() + b"\n"
+        data = memoryview(json.dumps(message).encode() + b"\n")
         while data:
+            if time.monotonic() >= deadline:
+                raise SandboxTimeout
             try:
-                data = data[self.sock.send(data) :]
+                data = data[self.sock.send(data[: self.CHUNK]) :]
             except BlockingIOError:
                 self._wait(selectors.EVENT_WRITE, deadline)
             except OSError:
                 raise self._died("while sending") from None
 
     def receive(self, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
+        while (newline := self._buffer.find(b"\n", self._scanned)) == -1:
+            self._scanned = len(self._buffer)
+            if time.monotonic() >= deadline:
+                raise SandboxTimeout
             try:
-                chunk = self.sock.recv(1 << 16)
+                chunk = self.sock.recv(self.CHUNK)
             except BlockingIOError:
                 self._wait(selectors.EVENT_READ, deadline)
                 continue
@@ -295,7 +305,9 @@ class CheckChannel:
             self._buffer += chunk
             if len(self._buffer) > self.limits.response_bytes:
                 raise ResponseTooLarge
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        line = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        self._scanned = 0
         return parse_message(line)
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
@@ -415,13 +427,18 @@ class Zygote:
         return self._status
 
     def stderr_tail(self) -> str:
+        """What the sandbox's start wrote to stderr (bubblewrap's own error text): read once the process has
+        ended, waiting for it a moment and killing it if need be, so the text is never lost to a race."""
         try:
-            return self.process.stderr.read(4000).decode(errors="replace") if self.process.poll() is not None else ""
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill_tree()
+        try:
+            return self.process.stderr.read(1 << 16).decode(errors="replace")[-4000:]
         except (OSError, ValueError):
             return ""
 
-    def kill(self) -> None:
-        """End the whole tree: the PID namespace dies with its init; the slot's cgroups are swept as well."""
+    def kill_tree(self) -> None:
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -431,6 +448,10 @@ class Zygote:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+    def kill(self) -> None:
+        """End the whole tree: the PID namespace dies with its init; the slot's cgroups are swept as well."""
+        self.kill_tree()
         for directory in self.cgroups.values():
             _kill_cgroup(directory)
         for handle in (self.control, self.process.stderr):
@@ -442,19 +463,32 @@ class Zygote:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def interpreter() -> str:
+    """This interpreter's absolute path, ``..`` resolved but links kept (a venv's python is a link whose own
+    location tells it its environment): bubblewrap executes the path as given, from ``/``."""
+    return os.path.abspath(sys.executable)
+
+
+#: where a check's POSIX message queues live: a private mqueue mount per sandbox (bwrap --mqueue; unshare
+#: mounts one over the host's), so the zygote can see and remove them
+MQUEUE = "/dev/mqueue"
+
+
 class Sandbox:
     """Probes the layers, then builds one zygote per worker slot on demand (see module docstring)."""
 
     def __init__(self, mode: SandboxMode = "auto", limits: Limits | None = None, workers: int | None = None) -> None:
-        if mode not in ("auto", "strict", "none"):
-            raise ValueError(f"sandbox mode {mode!r}: expected auto, strict or none")
+        if mode not in SANDBOX_MODES:
+            raise ValueError(f"sandbox mode {mode!r}: expected one of {', '.join(SANDBOX_MODES)}")
         self.mode = mode
         self.limits = limits or Limits()
         self.workers = workers or os.cpu_count() or 1
         self.is_root = os.geteuid() == 0
         self.layers = Layers()
-        self.uid_base = _free_uid_block(self.workers) if self.is_root and mode != "none" else None
+        # as root, every mode runs model code as uids of this run alone, never as root
+        self.uid_base = _free_uid_block(self.workers) if self.is_root else None
         self.cgroups = RunCgroups(self.workers, self.limits) if mode != "none" else None
+        self._scratch: dict[int, Path] = {}  # each slot's scratch directory on the host (no bwrap)
         self._closed = threading.Event()
         atexit.register(self.close)
         self._probe()
@@ -479,14 +513,14 @@ class Sandbox:
         command line, because the check's uid may not be able to open anything of this installation (a
         checkout or venv inside a 0700 folder, as ``mktemp -d`` makes them)."""
         if namespaces == "bwrap":
-            return [sys.executable, "-I", "/sandbox/bootstrap.py"]
-        return [sys.executable, "-I", "-c", BOOTSTRAP.read_text(encoding="utf-8")]
+            return [interpreter(), "-I", "/sandbox/bootstrap.py"]
+        return [interpreter(), "-I", "-c", BOOTSTRAP.read_text(encoding="utf-8")]
 
     def _bwrap(self) -> list[str]:
         """bubblewrap applies its mounts in order: the private tmpfs mounts come FIRST, so that an interpreter
         under /tmp (a venv in a temporary checkout) is bound on top of them instead of hidden by them."""
         binds = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/alternatives"]
-        prefixes = {sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parent.parent)}
+        prefixes = {sys.base_prefix, sys.prefix, str(Path(interpreter()).resolve().parent.parent)}
         command = [
             shutil.which("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
@@ -499,10 +533,10 @@ class Sandbox:
         scratch = str(self.limits.scratch_bytes)
         command += ["--proc", "/proc", "--dev", "/dev",
                     "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp",
-                    "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm"]
+                    "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm", "--mqueue", MQUEUE]
         for path in binds:
             command += ["--ro-bind-try", path, path]
-        mounted = {"/proc", "/dev", "/dev/shm", "/tmp", *binds}
+        mounted = {"/proc", "/dev", "/dev/shm", "/tmp", MQUEUE, *binds}
         ancestors = sorted({str(p) for prefix in prefixes for p in Path(prefix).parents if str(p) != "/"}, key=len)
         for directory in ancestors:  # bwrap would create them 0700 root: the dropped uid could not pass
             if directory not in mounted:
@@ -515,13 +549,25 @@ class Sandbox:
             command += ["--setenv", key, value]
         return command + ["--"]
 
+    def _unshare_mqueue(self, slot: int) -> Path:
+        """Where the unshare fallback mounts its private mqueue file system: a directory in the slot's scratch
+        (empty on the host; the mount exists only in the sandbox's mount namespace)."""
+        return self._scratch[slot] / "mqueue"
+
     def _unshare(self, slot: int) -> list[str]:
+        """PID, network, IPC and mount namespaces; a private mqueue mount (else the check's message queues
+        could not be seen, or the host's would be); as root, the zygote and its checks run as the slot's uid
+        without capabilities."""
         command = [shutil.which("unshare") or "unshare", "--fork", "--pid", "--mount-proc", "--net", "--ipc", "--uts",
                    "--kill-child"]
         if not self.is_root:
-            return command + ["--map-root-user", "--"]
+            command.append("--map-root-user")
+        command += ["--", "/bin/sh", "-c", 'mount -t mqueue mqueue "$0" || exit 97; exec "$@"',
+                    str(self._unshare_mqueue(slot))]
+        if not self.is_root:
+            return command
         uid = self.uid(slot)  # the zygote runs as the slot's uid (it is PID 1: its checks cannot signal it)
-        return command + ["--", shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
+        return command + [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                           "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
     def command(self, slot: int, namespaces: str) -> list[str]:
@@ -537,16 +583,23 @@ class Sandbox:
         return prefix + self._python(namespaces)
 
     def _setup(self, slot: int, namespaces: str, scratch: Path | None) -> dict[str, Any]:
-        """What the zygote needs: limits, the checks' uid, where checks work and what may be wiped after them."""
-        uid = self.uid(slot) if namespaces == "bwrap" else None  # unshare: the zygote already runs as it
-        dedicated = self.uid(slot) if namespaces in ("bwrap", "unshare") else None
+        """What the zygote needs: limits, the checks' uid, where checks work and what is wiped after them."""
+        isolated = namespaces in ("bwrap", "unshare")
+        # the uid the zygote's checks drop to (unshare: the zygote itself already runs as it)
+        uid = self.uid(slot) if namespaces != "unshare" else None
         if namespaces == "bwrap":  # private mounts
             work, wipe, sweep = "/tmp", ["/tmp", "/dev/shm"], []
         else:  # the host's file system: a scratch directory of the slot, and what the check's uid left elsewhere
             work, wipe, sweep = str(scratch), [str(scratch)], [tempfile.gettempdir(), "/dev/shm", "/var/tmp"]
+        if namespaces == "bwrap":
+            mqueue: str | None = MQUEUE
+        elif namespaces == "unshare":
+            mqueue = str(self._unshare_mqueue(slot))
+        else:  # the host's, swept only of what the dedicated uid created
+            mqueue = MQUEUE if os.path.isdir(MQUEUE) else None
         return {"op": "setup", "seccomp": self.mode != "none", "limits": self.limits.rlimits(), "uid": uid,
-                "dedicated_uid": dedicated, "scratch": work, "wipe": wipe, "sweep": sweep,
-                "pid_namespace": namespaces in ("bwrap", "unshare")}
+                "dedicated_uid": self.uid(slot), "scratch": work, "wipe": wipe, "sweep": sweep,
+                "pid_namespace": isolated, "ipc_namespace": isolated, "mqueue": mqueue, "mqueue_private": isolated}
 
     # ---------------------------------------------------------------- zygotes
     def start(self, slot: int, namespaces: str | None = None) -> Zygote:
@@ -557,8 +610,11 @@ class Sandbox:
         scratch = None
         if namespaces != "bwrap":
             scratch = Path(tempfile.mkdtemp(prefix="lm_eval_moe_sandbox_"))
-            if self.uid_base is not None and namespaces == "unshare":
+            if namespaces == "unshare":
+                (scratch / "mqueue").mkdir()
+            if self.uid_base is not None:
                 os.chown(scratch, self.uid(slot), self.uid(slot))
+            self._scratch[slot] = scratch
         try:
             return Zygote(self.command(slot, namespaces), self._env(), self._setup(slot, namespaces, scratch),
                           self.limits, self.cgroups.slots[slot] if self.cgroups else {}, scratch)
@@ -587,10 +643,28 @@ class Sandbox:
     def _probe(self) -> None:
         layers = self.layers
         if self.mode == "none":
-            layers.rlimits = True
-            layers.notes.append("mode=none: NO ISOLATION (debugging only)")
-            self._try("none")
+            layers.notes.append("mode=none: NO ISOLATION, no seccomp (debugging only)")
+            ready = self._try("none")
+        else:
+            ready = self._probe_namespaces()
+        layers.uid_drop = self.is_root and ready["check"].get("uid", 0) != 0
+        if self.is_root and not layers.uid_drop:
+            self.close()
+            raise SandboxUnavailable("the sandbox could not drop root for the checks: model code never runs as root")
+        if self.mode == "none":
             return
+        layers.seccomp = bool(ready["check"].get("seccomp"))
+        if not layers.seccomp:
+            error = str(ready["check"].get("seccomp_error") or "seccomp inactive")
+            if "unsupported architecture" not in error:
+                self.close()
+                raise SandboxUnavailable(f"seccomp is supported here but failed: {error}")
+            layers.notes.append(error)
+
+    def _probe_namespaces(self) -> dict[str, Any]:
+        """bubblewrap, else unshare; neither: refused unless the user opted in (``allow_no_namespaces``). A
+        tool that is installed but fails is an error with its own message, never a fallback."""
+        layers = self.layers
         layers.cgroups = self.cgroups.controllers
         if not layers.cgroups:
             layers.notes.append("cgroups not writable: no per-slot process and memory limits")
@@ -604,24 +678,23 @@ class Sandbox:
                         f"{tool} is installed but the sandbox fails with it: {error}. Fix it (e.g. enable user "
                         "namespaces), or run with LM_EVAL_MOE_SANDBOX=none to debug without isolation") from None
                 layers.namespaces = tool
-                break
+                if tool == "unshare":
+                    layers.notes.append("fallback unshare: PID/network/IPC isolated, file system NOT isolated "
+                                        "(verdicts forgeable)")
+                return ready
             layers.notes.append(f"{tool} not installed" + (": install the Debian package 'bubblewrap'"
                                                            if tool == "bwrap" else ""))
-        else:
-            ready = self._try("none")
-            layers.notes.append("no namespaces: network, processes and files are NOT isolated")
-        if layers.namespaces == "unshare":
-            layers.notes.append("fallback unshare: PID/network isolated, file system NOT isolated (verdicts forgeable)")
-        layers.seccomp = bool(ready["check"].get("seccomp"))
-        if not layers.seccomp:
-            error = str(ready["check"].get("seccomp_error") or "seccomp inactive")
-            if "unsupported architecture" not in error:
-                self.close()
-                raise SandboxUnavailable(f"seccomp is supported here but failed: {error}")
-            layers.notes.append(error)
-        layers.uid_drop = self.is_root and ready["check"].get("uid", 0) != 0
-        if self.is_root and not layers.uid_drop:
-            layers.notes.append("running as root without a uid drop: rlimits do not bind")
+        if self.mode != "allow_no_namespaces":
+            self.close()
+            raise SandboxUnavailable(
+                f"sandbox mode {self.mode}: neither bubblewrap nor unshare is installed: model-written code would run with no namespaces "
+                "(network, processes and files of this machine reachable). Install the Debian package "
+                "'bubblewrap', or opt in explicitly with LM_EVAL_MOE_SANDBOX=allow_no_namespaces (checks then run "
+                "as an unprivileged uid, verdicts are marked forgeable and every result records the opt-in)")
+        layers.notes.append("no namespaces (opted in: LM_EVAL_MOE_SANDBOX=allow_no_namespaces): network, processes "
+                            "and files are NOT isolated" + ("" if self.is_root else "; not root: checks run as "
+                                                            "this user, IPC objects are not cleaned between checks"))
+        return self._try("none")
 
     def close(self) -> None:
         """Remove this run's cgroups (idempotent; also at interpreter exit)."""
