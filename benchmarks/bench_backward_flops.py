@@ -41,7 +41,7 @@ def _policies():
 
 
 def _objective(model, moe, ids: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    with moe.settings(bias=deltas):
+    with moe.routing(bias=deltas):
         logits = model(input_ids=ids).logits
     return torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
 
@@ -67,7 +67,7 @@ def measure(model, moe, cost: CostModel, length: int, repeats: int) -> dict:
             loss.backward()
             forward_times.append(middle - start)
             backward_times.append(time.perf_counter() - middle)
-    counts = moe.expert_counts
+    counts = moe.current_k
     return {
         "measured_forward": forward_counter.get_total_flops(),
         "measured_backward": backward_counter.get_total_flops(),

@@ -34,7 +34,7 @@ def main() -> None:
         lengths.append(lengths[-1] * 4)
     check_all("warm up: load math-verify in the helper \\boxed{1}")
     print(f"4 checkers per response; judged window {MAX_CHECKED_CHARS} characters")
-    print(f"| shape | length | seconds | us/char | peak MiB | bytes/char |\n|---|---:|---:|---:|---:|---:|")
+    print("| shape | length | seconds | us/char | peak MiB | bytes/char |\n|---|---:|---:|---:|---:|---:|")
     for name, make in DEGENERATE_RESPONSES.items():
         for length in lengths:
             text = make(length)

@@ -64,7 +64,7 @@ def main() -> None:
     groups = {k: [i for i, c in enumerate(counts) if c == k] for k in sorted(set(counts))}
 
     def forward(batch_ids, past=None, **settings):
-        with torch.no_grad(), moe.settings(**settings):
+        with torch.no_grad(), moe.routing(**settings):
             return model(batch_ids, **cache_argument(past), use_cache=True)
 
     with torch.no_grad():

@@ -104,7 +104,7 @@ def main() -> None:
 
     def search(name: str, mode: str, cfg: SearchConfig):
         def go():
-            outcome[(name, mode)] = run_search(STRATEGIES[name], problems, cfg, engine(mode), verifier,
+            outcome[(name, mode)] = run_search(STRATEGIES[name].algorithm, problems, cfg, engine(mode), verifier,
                                                context(len(problems)))
         return go
 

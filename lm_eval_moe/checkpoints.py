@@ -41,3 +41,4 @@ def resolve_checkpoint(name: Any, arg: str = "pretrained") -> Any:
         raise ModelArgError(f"model arg {arg}={name!r} is neither a folder nor a shipped checkpoint: did you mean "
                             f"{close[0]!r}? Shipped: {', '.join(SHIPPED)}")
     return name
+

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from lm_eval_moe.moe.dynamic import DynamicMoE
+from lm_eval_moe.moe.settings import text_config
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class CostModel:
         embedding_params = embedding.weight.numel() if embedding is not None else 0
         if output is not None and embedding is not None and output.weight is embedding.weight:
             embedding_params = 0  # tied: the same matrix is used as the LM head matmul
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        config = text_config(model.config)
         heads = int(config.num_attention_heads)
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         qk_dim = int(getattr(config, "qk_nope_head_dim", 0) or 0) + int(getattr(config, "qk_rope_head_dim", 0) or 0)

@@ -1,11 +1,13 @@
-"""The model-arg grammar: lm-eval ``--model_args`` values into typed settings, with errors that name the value.
+"""The model-arg grammar and the protocol of the settings objects that read it.
 
 ``--model_args a=1,b=true`` reaches a model as Python values already converted by lm-eval (ints, floats,
 bools, strings; a negative int may arrive as a float); JSON model args can also pass lists. Every settings
-object of the methods (``moe/settings.py``, ``search/settings.py``, ``reroute/settings.py``, ...) declares its
-fields with :func:`arg` (a parser and a one-line description) and is built by :func:`take_settings`, so one
-grammar holds everywhere: for k (``expert_count``: an int, per-layer ``4:4:6:6`` or a JSON list) and for K
-(``expert_counts``: ``4-11``, ``4|6|8``, a JSON list, per-layer sets ``4:4:6:6|8:8:8:8``).
+object of the methods (``moe/settings.py``, ``search/settings.py``, ``reroute/settings.py``, ...) is a
+:class:`ModelArgSettings`: it declares its fields with :func:`arg` (a parser, a one-line description, whether
+the field needs another load of the model, whether it holds an expert count) and is read from the model args
+by :meth:`ModelArgSettings.from_model_args`, before any checkpoint opens. So one grammar holds everywhere:
+for k (``expert_count``: an int, per-layer ``4:4:6:6`` or a JSON list) and for K (``expert_counts``: ``4-11``,
+``4|6|8``, a JSON list, per-layer sets ``4:4:6:6|8:8:8:8``); and the model classes only ask the settings.
 """
 
 from __future__ import annotations
@@ -24,9 +26,58 @@ class ModelArgError(ValueError):
     """A model argument that is unknown, or has a value outside what it accepts."""
 
 
-def arg(default: Any, parse: Callable[[str, Any], Any], doc: str) -> Any:
-    """A settings field read from the model arg of the same name."""
-    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
+def arg(default: Any, parse: Callable[[str, Any], Any], doc: str, *, load_time: bool = False,
+        expert_counts: str | None = None) -> Any:
+    """A settings field read from the model arg of the same name. ``load_time``: it decides what is loaded
+    (a sweep cannot vary it on one loaded model); ``expert_counts``: it holds one k (``"k"``) or a set K
+    (``"K"``) that must fit the model's routed experts."""
+    metadata = {"parse": parse, "doc": doc, "load_time": load_time, "expert_counts": expert_counts}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArgSettings:
+    """The protocol every method's settings follow (see module docstring). ``given_args``: the model args the
+    user gave, whatever their values (a value equal to the default is still an explicit choice)."""
+
+    given_args: frozenset[str] = dataclasses.field(default=frozenset(), repr=False, compare=False)
+
+    @classmethod
+    def from_model_args(cls: type[T], model_args: dict[str, Any]) -> T:
+        """The settings in ``model_args`` (their keys removed from it), validated."""
+        return take_settings(cls, model_args)
+
+    @classmethod
+    def arg_names(cls) -> list[str]:
+        return arg_names(cls)
+
+    @classmethod
+    def load_time_args(cls) -> set[str]:
+        """Model args fixed by what was loaded: a sweep cannot vary them on one loaded model."""
+        return {field.name for field in dataclasses.fields(cls) if field.metadata.get("load_time")}
+
+    @classmethod
+    def sweepable_args(cls) -> set[str]:
+        return set(cls.arg_names()) - cls.load_time_args()
+
+    @classmethod
+    def describe_args(cls) -> list[tuple[str, Any, str]]:
+        """(model arg, default, description) of every field: the model-arg reference is generated from this."""
+        return [(field.name, field.default, field.metadata["doc"]) for field in dataclasses.fields(cls)
+                if "parse" in field.metadata]
+
+    def expert_count_args(self) -> list[tuple[str, list[ExpertCount]]]:
+        """(model arg, the expert counts it gives) of every field holding k or K, as given."""
+        found = []
+        for field in dataclasses.fields(self):
+            kind, value = field.metadata.get("expert_counts"), getattr(self, field.name)
+            if kind and value is not None:
+                found.append((field.name, [value] if kind == "k" else list(value)))
+        return found
+
+    def is_given(self, name: str) -> bool:
+        """Whether the user gave the model arg ``name``."""
+        return name in self.given_args
 
 
 def take_settings(cls: type[T], model_args: dict[str, Any], prefix: str = "") -> T:
@@ -37,17 +88,11 @@ def take_settings(cls: type[T], model_args: dict[str, Any], prefix: str = "") ->
         key = prefix + field.name
         if "parse" in field.metadata and key in model_args:
             values[field.name] = field.metadata["parse"](key, model_args.pop(key))
-    return cls(**values)
+    return cls(**values, given_args=frozenset(values))
 
 
 def arg_names(cls: type, prefix: str = "") -> list[str]:
     return [prefix + field.name for field in dataclasses.fields(cls) if "parse" in field.metadata]
-
-
-def given(settings: Any, name: str) -> bool:
-    """Whether the user set ``name`` (it differs from the field's default)."""
-    field = next(f for f in dataclasses.fields(settings) if f.name == name)
-    return getattr(settings, name) != field.default
 
 
 def refuse_unknown(model_args: Iterable[str], accepted: Sequence[str], model_name: str) -> None:
@@ -204,14 +249,31 @@ def _json(name: str, value: str) -> Any:
         raise ModelArgError(f"model arg {name}={value!r}: not valid JSON") from None
 
 
+def expert_count_value(counts: Sequence[int]) -> int | list[int]:
+    """A per-layer k as results record it: one int when every layer has the same k, else the list."""
+    return counts[0] if len(set(counts)) == 1 else list(counts)
+
+
+def expert_count_label(counts: Sequence[int]) -> str:
+    """A per-layer k as people read it (and model args take it): ``"4"``, or ``"4:4:6:6"`` per layer."""
+    return str(counts[0]) if len(set(counts)) == 1 else ":".join(map(str, counts))
+
+
+def check_expert_count_range(counts: Iterable[ExpertCount], maximum: int, name: str) -> None:
+    """Every k of ``counts`` (each one k or one per layer) is within 1..``maximum`` routed experts: the one
+    range rule, applied before loading (from the config) and after (per layer)."""
+    for count in counts:
+        for k in count if isinstance(count, (list, tuple)) else (count,):
+            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= maximum:
+                raise ModelArgError(f"model arg {name}: expert count {k!r} is out of range for this model: allowed "
+                                    f"1..{maximum} routed experts, an integer (shared experts are always on)")
+
+
 def per_layer(count: ExpertCount, layers: int, maximum: int, name: str) -> tuple[int, ...]:
     """One k per MoE layer, checked against the model: 1..``maximum`` routed experts, ``layers`` values."""
     values = (count,) * layers if isinstance(count, int) else tuple(count)
     if len(values) != layers:
         raise ModelArgError(f"model arg {name}: a per-layer expert count needs {layers} values (one per MoE "
                             f"layer), got {len(values)}")
-    for k in values:
-        if not 1 <= k <= maximum:
-            raise ModelArgError(f"model arg {name}: expert count {k} is out of range for this model: allowed "
-                                f"1..{maximum} routed experts (shared experts are always on)")
+    check_expert_count_range([values], maximum, name)
     return values

@@ -81,10 +81,12 @@ class RunUsage:
     peak_rss_mb: float = 0.0
     cuda_peak_mb: float = 0.0
 
-    def add(self, usage: Usage) -> None:
-        self.wall_seconds += usage.wall_seconds
-        self.peak_rss_mb = max(self.peak_rss_mb, usage.peak_rss_mb or 0.0)
-        self.cuda_peak_mb = max(self.cuda_peak_mb, usage.cuda_peak_mb or 0.0)
+    def add_share(self, share: dict[str, float | bool]) -> None:
+        """One sample's share of its batch (:meth:`Usage.per_sample`): the shares of a batch add up to its wall
+        time, and each carries the batch's peaks."""
+        self.wall_seconds += float(share.get("wall_seconds", 0.0))
+        self.peak_rss_mb = max(self.peak_rss_mb, float(share.get("peak_rss_mb") or 0.0))
+        self.cuda_peak_mb = max(self.cuda_peak_mb, float(share.get("cuda_peak_mb") or 0.0))
 
     def as_dict(self) -> dict[str, float]:
         return {"wall_seconds": self.wall_seconds, "peak_rss_mb": self.peak_rss_mb, "cuda_peak_mb": self.cuda_peak_mb}

@@ -1,4 +1,4 @@
-"""``moe_reroute``: online test-time rerouting as an lm-eval model (see lm_eval_moe/reroute/rerouter.py).
+"""``moe_reroute``: online test-time rerouting as an lm-eval model (the method: lm_eval_moe/reroute/method.py).
 
 Requests are batched (``batch_size``, an integer: each batch is optimised together) and follow the task's
 generation kwargs (``until``, ``max_gen_toks``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``; anything
@@ -11,7 +11,7 @@ generated block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from lm_eval.api.instance import Instance
@@ -21,15 +21,9 @@ from tqdm import tqdm
 from lm_eval_moe.generation.sampling import SamplingConfig
 from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase, request_seed
-from lm_eval_moe.resources import Meter
-from lm_eval_moe.moe.settings import RoutingSettings
-from lm_eval_moe.reroute import Rerouter, RerouteSettings
-from lm_eval_moe.reroute.pathways import pathway_stats
-
-
-@dataclass(frozen=True)
-class RerouteMethodSettings(RoutingSettings, RerouteSettings):
-    """``moe_reroute``: rerouting at the model's (or a chosen) k."""
+from lm_eval_moe.reroute.method import RerouteMethod
+from lm_eval_moe.reroute.settings import RerouteMethodSettings
+from lm_eval_moe.run_record import Generated
 
 
 class MoERerouteLM(MoEHFLMBase):
@@ -41,24 +35,18 @@ class MoERerouteLM(MoEHFLMBase):
         if str(model_args.get("batch_size", 1)).startswith("auto"):
             raise ModelArgError("moe_reroute optimises each batch together and needs an integer batch_size, not auto")
         super().__init__(pretrained=pretrained, **model_args)
-        self.rerouter = Rerouter(self.model, self.tokenizer, self.moe, self.cost_model, self.method_settings)
 
-    def apply_settings(self) -> None:
-        super().apply_settings()
-        self.rerouter = Rerouter(self.model, self.tokenizer, self.moe, self.cost_model, self.method_settings)
+    def build_method(self) -> None:
+        self.method = RerouteMethod(self.model, self.tokenizer, self.moe, self.cost_model, self.method_settings)
 
-    def settings(self) -> dict[str, Any]:
-        config: RerouteSettings = self.method_settings
-        names = ("steps", "lr", "interval", "layer_selection", "layer_fraction", "confidence_order", "weight_decay",
-                 "eps", "loss_window", "gradient_checkpointing", "seed")
-        return {**super().settings(), **{name: getattr(config, name) for name in names}}
+    def reported_settings(self) -> dict[str, Any]:
+        return {**super().reported_settings(), **self.method.report()}
 
-    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> list[str]:
+    def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> Iterator[Generated]:
         seeds = [request_seed(self.method_settings.seed, request, repeat) for request, repeat in zip(requests, repeats)]
         items = [(request.args[0], request.args[1], index) for index, request in enumerate(requests)]
         ordered = Collator(items, sort_fn=lambda item: (-len(self.tok_encode(item[0])), item[0]), group_by="gen_kwargs",
                            group_fn=lambda item: item[1])
-        results: list[Any] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="moe_reroute generate_until")
 
         def show_phase(phase: int, live: int, tokens: int) -> None:
@@ -74,21 +62,10 @@ class MoERerouteLM(MoEHFLMBase):
             effective = {"max_gen_toks": max_new, "temperature": sampling.temperature, "top_p": sampling.top_p,
                          "top_k": sampling.top_k}
             prompts = [self.tok_encode(c, left_truncate_len=max(1, self.max_length - max_new)) for c in contexts]
-            meter = Meter()
-            outcomes = self.rerouter.generate(prompts, max_new, sampling, [seeds[i] for i in indices],
-                                              stop_strings=[s for s in until if s and s != eos_text],
-                                              eos_ids=self.eos_ids, on_phase=show_phase)
-            usage = self.measured(meter, len(outcomes))  # the method's time; the diagnostic below is not part of it
-            pathways = [{}] * len(outcomes)
-            if self.method_settings.pathway_stats:
-                pathways = pathway_stats(self.model, self.moe, self.rerouter.pad_id, prompts,
-                                         [o.tokens for o in outcomes], [o.block_deltas[-1] for o in outcomes])
-            for index, outcome, pathway in zip(indices, outcomes, pathways):
-                text = postprocess_generated_text(self.tok_decode(outcome.tokens), until, None)
-                meta = {"cost": outcome.cost.as_dict(),
-                        "reroute": {"phases": outcome.phases, "block_entropy": outcome.block_entropy,
-                                    "finish_reason": outcome.finish_reason, "pathways": pathway}}
-                results[index] = self.finished(index, text, meta, effective, usage)
+            rows = self.method.generate(prompts, max_new, sampling, [seeds[i] for i in indices],
+                                        [s for s in until if s and s != eos_text], self.eos_ids, on_phase=show_phase)
+            for index, row in zip(indices, rows):
+                yield Generated(index, postprocess_generated_text(self.tok_decode(row.tokens), until, None), row.meta,
+                                effective)
                 progress.update(1)
         progress.close()
-        return results

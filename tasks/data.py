@@ -6,7 +6,9 @@ scorers and search models treat all benchmarks alike:
 
 * ``moe_id``: a stable identifier; ``moe_question``: the problem as a verifier should see it;
 * ``moe_gold``: the reference answer (string); ``moe_solution``: a worked solution ending in
-  ``\\boxed{gold}`` (used as the few-shot target).
+  ``\\boxed{gold}`` (used as the few-shot target);
+* ``moe_answer_key``: the answer checker of the benchmark (``lm_eval_moe.scoring.CHECKERS``), which the
+  task's ``process_results`` judges with and a search votes with, or "" (code: programs are executed).
 
 Split: ``test``. Few-shot examples come from the benchmark's separate pool where it has one (GSM8K's
 training split, MBPP's prompt split, the demo's training problems), registered with
@@ -44,7 +46,7 @@ from typing import Any
 
 import datasets
 
-from lm_eval_moe.problems import problem_key
+from lm_eval_moe.problem_identity import problem_key
 from lm_eval_moe.provenance import provenance, record_dataset
 from lm_eval_moe.scoring.equivalence import aime_integer, parse_number
 from lm_eval_moe.tasks import code_data
@@ -177,6 +179,13 @@ def _benchmark(name: str, subject: str | None) -> Benchmark:
     return table[name]
 
 
+#: each benchmark's answer checker (lm_eval_moe.scoring.CHECKERS): what its scoring and a search's votes read
+ANSWER_KEYS = {
+    "gsm8k": "numeric", "svamp": "numeric", "demo_arith": "numeric", "math500": "math", "aime24": "aime",
+    "aime25": "aime", "mmlu_redux": "choice4", "humaneval": "", "mbpp": "", "livecodebench": "",
+}
+
+
 def _normalise(
     name: str, normalise: Callable[[dict[str, Any]], dict[str, Any]], split: datasets.Dataset, origin: str,
     keep: Callable[[dict[str, Any]], bool] | None = None,
@@ -189,7 +198,7 @@ def _normalise(
             fields = normalise(row)
         except (TaskDataError, KeyError, TypeError, ValueError) as error:
             raise TaskDataError(f"{name}: row {index} of {origin} is malformed: {error}") from None
-        return {"moe_id": f"{name}/{index}", **fields}
+        return {"moe_id": f"{name}/{index}", "moe_answer_key": ANSWER_KEYS[name], **fields}
 
     return split.map(convert, with_indices=True)
 
@@ -232,7 +241,8 @@ def _demo_rows(held_out: bool, count: int) -> datasets.Dataset:
     from lm_eval_moe.demo.arith import problems
 
     return datasets.Dataset.from_list([
-        {"moe_id": f"demo_arith/{i}", "moe_question": p.question, "moe_gold": str(p.answer), "moe_solution": p.solution}
+        {"moe_id": f"demo_arith/{i}", "moe_answer_key": ANSWER_KEYS["demo_arith"], "moe_question": p.question,
+         "moe_gold": str(p.answer), "moe_solution": p.solution}
         for i, p in enumerate(problems(DEMO_SEED + held_out, count, held_out=held_out))
     ])
 

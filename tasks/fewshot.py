@@ -17,7 +17,7 @@ from typing import Any
 
 from lm_eval.api.samplers import ContextSampler
 
-from lm_eval_moe.problems import problem_key
+from lm_eval_moe.problem_identity import problem_key
 
 _POOLS: dict[str, list[dict[str, Any]]] = {}
 

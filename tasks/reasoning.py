@@ -16,13 +16,14 @@ majority) or the single response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lm_eval.api.filter import Filter
 
 from lm_eval_moe.response import SampleRecord, real_responses, record_metrics, request_records, sample_record
 from lm_eval_moe.scoring import CHECKERS, Verdict, majority_index, sample_metrics
+from lm_eval_moe.scoring.checkers import AnswerChecker
 
 MATH_INSTRUCTION = (
     "Solve the following math problem step by step. Separate the steps with a blank line, "
@@ -61,7 +62,7 @@ def _select(verdicts: Sequence[Verdict]) -> Verdict:
     return verdicts[0] if index is None else verdicts[index]
 
 
-def score_sample(doc: dict[str, Any], results: Sequence[Any], check: Callable[[str, str], Verdict]) -> dict[str, float]:
+def score_sample(doc: dict[str, Any], results: Sequence[Any], check: AnswerChecker) -> dict[str, float]:
     records = request_records(results)
     gold = str(doc["moe_gold"])
     verdicts = [check(record["response"], gold) for record in records]
@@ -75,17 +76,7 @@ def score_sample(doc: dict[str, Any], results: Sequence[Any], check: Callable[[s
     return metrics
 
 
-def _processor(checker: str) -> Callable[[dict[str, Any], Sequence[Any]], dict[str, float]]:
-    check = CHECKERS[checker]
-
-    def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
-        return score_sample(doc, results, check)
-
-    process_results.__name__ = f"process_{checker}"
-    return process_results
-
-
-process_math = _processor("math")
-process_numeric = _processor("numeric")
-process_aime = _processor("aime")
-process_choice = _processor("choice4")
+def process_answer(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+    """``process_results`` of the answer tasks: judged by the document's own checker (``moe_answer_key``),
+    the one a search votes with."""
+    return score_sample(doc, results, CHECKERS[doc["moe_answer_key"]])

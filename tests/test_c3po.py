@@ -48,14 +48,14 @@ def test_alpha_zero_is_moe_hf(tiny_model_dir, references):
 def test_alpha_one_routes_by_the_neighbours(tiny_model_dir, references):
     c3po = MoEC3POLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=1, references=str(references), alpha=1.0)
     ids, mask = c3po.tok_batch_encode([PROMPTS[0]])
-    embeddings, _ = prompt_features(c3po.model, c3po.moe, ids, mask, c3po.references.layers)
-    target = c3po.references.neighbour_routing(embeddings)
-    with c3po.moe.record() as recorder, c3po.batch_routing(ids, mask, [CostLedger(c3po.cost_model)]):
+    embeddings, _ = prompt_features(c3po.model, c3po.moe, ids, mask, c3po.c3po.references.layers)
+    target = c3po.c3po.references.neighbour_routing(embeddings)
+    with c3po.moe.record() as recorder, c3po.c3po(ids, mask, [CostLedger(c3po.cost_model)]):
         with torch.no_grad():
             c3po.model(ids)
     for call in recorder.calls:
-        if call.layer in c3po.references.layers:
-            layer_target = target[0, c3po.references.layers.index(call.layer)]
+        if call.layer in c3po.c3po.references.layers:
+            layer_target = target[0, c3po.c3po.references.layers.index(call.layer)]
             expected = set(torch.topk(layer_target, 2).indices.tolist())
             assert all(set(row.tolist()) == expected for row in call.expert_index)
 
@@ -74,7 +74,7 @@ def test_reference_sets_that_cannot_be_checked_are_refused_before_loading(tmp_pa
     def no_loading(*args, **kwargs):
         raise AssertionError("the checkpoint was opened")
 
-    monkeypatch.setattr(MoEHFLM, "check_config", no_loading)
+    monkeypatch.setattr("lm_eval_moe.model_wrappers.base.check_checkpoint_config", no_loading)
     old = tmp_path / "old.pt"
     ReferenceSet(torch.ones(1, 4), torch.ones(1, 1, 3), [0], {"model": "tiny"}).save(old)
     with pytest.raises(ModelArgError, match="does not record question_hashes, apply_chat_template"):
@@ -96,7 +96,7 @@ def _build(tmp_path, name, *extra):
 
 
 def test_build_draws_solved_references_at_random_from_a_split_disjoint_from_the_test_set(tmp_path):
-    from lm_eval_moe.problems import problem_hash
+    from lm_eval_moe.problem_identity import problem_hash
     from lm_eval_moe.tasks.data import load_benchmark
 
     first, _ = _build(tmp_path, "a.pt", "--seed", "1")
@@ -122,7 +122,7 @@ def _evaluate_c3po(references, **kwargs):
 
 
 def test_evaluation_refuses_references_holding_an_evaluated_problem_or_another_prompt_format(tmp_path):
-    from lm_eval_moe.problems import problem_hash
+    from lm_eval_moe.problem_identity import problem_hash
     from lm_eval_moe.reroute.c3po import ReferenceSetError
     from lm_eval_moe.tasks.data import load_benchmark
 

@@ -17,7 +17,7 @@ from lm_eval_moe.scoring.code.livecodebench import LiveCodeBenchDataError, decod
 from lm_eval_moe.tasks import code as code_task
 from lm_eval_moe.tasks.code_data import MBPP_IN_SANDBOX, mbpp, problem_from_doc
 from lm_eval_moe.tasks.data import DATA_DIR_ENV, TaskDataError, load_benchmark
-from lm_eval_moe.problems import problem_key
+from lm_eval_moe.problem_identity import problem_key
 from lm_eval_moe.tasks.fewshot import registered_pool
 
 

@@ -86,7 +86,7 @@ REPEATS_TASK = """include: {common}
 task: moe_gsm8k_repeats
 dataset_kwargs:
   benchmark: gsm8k
-process_results: !function lm_eval_moe.tasks.reasoning.process_numeric
+process_results: !function lm_eval_moe.tasks.reasoning.process_answer
 repeats: 3
 """
 

@@ -5,7 +5,7 @@ from lm_eval.tasks import TaskManager
 
 from lm_eval_moe._lm_eval_hook import tasks_dir
 from lm_eval_moe.tasks.data import DATA_DIR_ENV
-from lm_eval_moe.problems import problem_key
+from lm_eval_moe.problem_identity import problem_key
 
 SHOTS = 5
 

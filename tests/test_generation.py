@@ -32,7 +32,7 @@ def context(policy, problems=3):
 def hf_greedy(policy, prompt, k, new_tokens):
     model, tok, moe, _ = policy
     ids = torch.tensor([tok.encode(prompt)])
-    with torch.no_grad(), moe.settings(expert_count=k):
+    with torch.no_grad(), moe.routing(expert_count=k):
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
                              pad_token_id=0, eos_token_id=None)
     return out[0, ids.shape[1]:].tolist()

@@ -41,7 +41,7 @@ def test_changing_k_changes_executed_experts_and_output(family_pair):
     with torch.no_grad():
         base = patched(ids).logits
         for k in (1, 4, moe.num_experts):
-            with moe.settings(expert_count=k), moe.record() as rec:
+            with moe.routing(expert_count=k), moe.record() as rec:
                 out = patched(ids).logits
             assert rec.experts_executed() == k * tokens * moe.num_layers
             assert not torch.allclose(out, base)
@@ -52,11 +52,11 @@ def test_per_sequence_k_in_one_batch_matches_separate_runs(family_pair):
     ids = _ids()
     counts = [1, 4, moe.num_experts]
     with torch.no_grad():
-        with moe.settings(row_expert_counts=counts), moe.record() as rec:
+        with moe.routing(row_expert_counts=counts), moe.record() as rec:
             mixed = patched(ids).logits
         alone = []
         for row, k in enumerate(counts):
-            with moe.settings(expert_count=k):
+            with moe.routing(expert_count=k):
                 alone.append(patched(ids[row : row + 1]).logits)
     torch.testing.assert_close(mixed, torch.cat(alone), rtol=1e-5, atol=1e-5)
     per_row = sum(call.experts_per_row(len(counts)) for call in rec.calls)
@@ -68,7 +68,7 @@ def test_gradient_reaches_the_bias_only(family_pair):
     for param in patched.parameters():
         param.requires_grad_(False)
     bias = torch.zeros(moe.num_layers, moe.num_experts, requires_grad=True)
-    with moe.settings(bias=bias):
+    with moe.routing(bias=bias):
         loss = patched(_ids(), labels=_ids()).loss
     loss.backward()
     assert bias.grad is not None and bias.grad.abs().sum() > 0
@@ -79,7 +79,7 @@ def test_bias_changes_routing_towards_the_biased_expert(family_pair):
     _, _, patched, moe = family_pair
     bias = torch.zeros(moe.num_layers, moe.num_experts)
     bias[:, 5] = 50.0
-    with torch.no_grad(), moe.settings(bias=bias), moe.record() as rec:
+    with torch.no_grad(), moe.routing(bias=bias), moe.record() as rec:
         patched(_ids())
     for call in rec.calls:
         assert (call.expert_index == 5).any(dim=-1).float().mean() > 0.9
@@ -90,11 +90,11 @@ def test_per_sequence_bias_matches_separate_runs(family_pair):
     ids = _ids(batch=2)
     bias = torch.randn(2, moe.num_layers, moe.num_experts, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        with moe.settings(bias=bias):
+        with moe.routing(bias=bias):
             both = patched(ids).logits
         alone = []
         for row in range(2):
-            with moe.settings(bias=bias[row]):
+            with moe.routing(bias=bias[row]):
                 alone.append(patched(ids[row : row + 1]).logits)
     torch.testing.assert_close(both, torch.cat(alone), rtol=1e-5, atol=1e-5)
 
@@ -102,7 +102,7 @@ def test_per_sequence_bias_matches_separate_runs(family_pair):
 def test_per_layer_expert_count(family_pair):
     _, _, patched, moe = family_pair
     counts = [(i % moe.num_experts) + 1 for i in range(moe.num_layers)]
-    with torch.no_grad(), moe.settings(expert_count=counts), moe.record() as rec:
+    with torch.no_grad(), moe.routing(expert_count=counts), moe.record() as rec:
         patched(_ids())
     for call in rec.calls:
         assert int(call.active.sum(dim=-1).unique().item()) == counts[call.layer]
@@ -126,11 +126,11 @@ def test_other_experts_implementations(model_type, implementation):
     ids = _ids()
     with torch.no_grad():
         assert torch.equal(stock(ids).logits, patched(ids).logits)
-        with moe.settings(row_expert_counts=[1, 3, 8]):
+        with moe.routing(row_expert_counts=[1, 3, 8]):
             mixed = patched(ids).logits
         alone = []
         for row, k in enumerate([1, 3, 8]):
-            with moe.settings(expert_count=k):
+            with moe.routing(expert_count=k):
                 alone.append(patched(ids[row : row + 1]).logits)
     torch.testing.assert_close(mixed, torch.cat(alone), rtol=1e-5, atol=1e-5)
 
@@ -148,11 +148,11 @@ def test_bias_is_added_in_fp32_on_a_bf16_router():
     moe = attach(model)
     with torch.no_grad():
         base = model(_ids()).logits
-        with moe.settings(bias=torch.full((moe.num_layers, moe.num_experts), 0.0)):
+        with moe.routing(bias=torch.full((moe.num_layers, moe.num_experts), 0.0)):
             assert torch.equal(model(_ids()).logits, base)
         bias = torch.zeros(moe.num_layers, moe.num_experts)
         bias[:, 0] = 0.01  # below bf16 resolution at logit magnitudes ~1: must still matter
-        with moe.settings(bias=bias), moe.record() as rec_biased:
+        with moe.routing(bias=bias), moe.record() as rec_biased:
             model(_ids())
         with moe.record() as rec_plain:
             model(_ids())
@@ -180,10 +180,10 @@ def test_greedy_generate_with_mixed_k_matches_row_by_row():
     prompts = _ids(batch=3, length=6, seed=9)
     counts = [2, 5, 8]
     kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompts))
-    with torch.no_grad(), moe.settings(row_expert_counts=counts):
+    with torch.no_grad(), moe.routing(row_expert_counts=counts):
         batched = model.generate(prompts, **kwargs)
     for row, k in enumerate(counts):
-        with torch.no_grad(), moe.settings(expert_count=k):
+        with torch.no_grad(), moe.routing(expert_count=k):
             kw = dict(kwargs, attention_mask=torch.ones_like(prompts[row : row + 1]))
             alone = model.generate(prompts[row : row + 1], **kw)
         assert batched[row].tolist() == alone[0].tolist()
@@ -210,7 +210,7 @@ def test_known_but_unsupported_family_says_why():
 @pytest.mark.parametrize("bad", [0, 9, -1, 2.5, True])
 def test_expert_count_out_of_range_names_the_allowed_values(bad):
     moe = attach(tiny_moe("olmoe"))
-    with pytest.raises(ExpertCountError, match=r"allowed values are integers 1\.\.8"):
+    with pytest.raises(ExpertCountError, match=r"allowed 1\.\.8 routed experts, an integer"):
         moe.set_expert_count(bad)
 
 

@@ -6,7 +6,8 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from lm_eval_moe.model_args import ModelArgError, parse_expert_count
-from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM, count_generated_tokens
+from lm_eval_moe.generation.stops import tokens_until_stop as count_generated_tokens
+from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 from lm_eval_moe.moe import ExpertCountError
 
 

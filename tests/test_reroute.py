@@ -105,7 +105,7 @@ def test_gradient_weighting_is_adam_on_the_weighted_gradient():
     # the same update as torch's Adam handed the weighted gradient, recomputed from the recorded loss
     deltas = torch.zeros(1, by_gradient.moe.num_layers, by_gradient.moe.num_experts, requires_grad=True)
     ids = torch.tensor(prompt)
-    with by_gradient.moe.settings(bias=deltas):
+    with by_gradient.moe.routing(bias=deltas):
         logits = by_gradient.model(input_ids=ids).logits
     torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).backward()
     deltas.grad.mul_(weights.view(1, -1, 1))
@@ -159,7 +159,7 @@ def test_next_token_after_an_update_equals_a_fresh_forward_under_the_new_deltas(
     for position, token in enumerate(outcome.tokens):
         deltas = outcome.block_deltas[position // interval]
         context = torch.tensor([prompt + outcome.tokens[:position]])
-        with torch.no_grad(), rr.moe.settings(bias=deltas.unsqueeze(0)):
+        with torch.no_grad(), rr.moe.routing(bias=deltas.unsqueeze(0)):
             expected = int(rr.model(context).logits[0, -1].argmax())
         assert token == expected, position
 
@@ -198,7 +198,7 @@ def test_costs_count_the_optimisation_separately():
     assert cost.extra_backward_tokens == 2 * len(prompt) + 2 * (len(prompt) + 4)
     assert cost.extra_flops > cost.flops > 0
     # the main cost is exactly plain decoding's: the prompt, then each generated token but the last
-    counts = rr.moe.expert_counts
+    counts = rr.moe.current_k
     plain = rr.cost_model.forward_flops(len(prompt), 0, counts) + sum(
         rr.cost_model.forward_flops(1, len(prompt) + i, counts) for i in range(7))
     assert cost.flops == pytest.approx(plain, rel=1e-12)
@@ -212,7 +212,7 @@ def test_phase_one_backward_is_costed_from_frozen_weight_gradients():
     rr, tok = rerouter("olmoe", steps=1, lr=0.5, interval=50)
     prompt = tok.encode(PROMPTS[0])
     (outcome,) = rr.generate([prompt], 1, GREEDY, [0])
-    model, counts, n = rr.cost_model, rr.moe.expert_counts, len(prompt)
+    model, counts, n = rr.cost_model, rr.moe.current_k, len(prompt)
     forward = model.forward_flops(n, 0, counts)
     backward = model.frozen_backward_flops(n, 0, counts)
     assert outcome.cost.extra_flops == pytest.approx(forward + backward, rel=1e-12)
@@ -239,11 +239,11 @@ def test_backward_formula_bounds_the_counted_backward():
         param.requires_grad_(False)
     ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
     deltas = torch.zeros(1, moe.num_layers, moe.num_experts, requires_grad=True)
-    with torch.enable_grad(), moe.settings(bias=deltas):
+    with torch.enable_grad(), moe.routing(bias=deltas):
         loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:])
         with FlopCounterMode(display=False) as counter:
             loss.backward()
-    formula = CostModel.from_model(model, moe).frozen_backward_flops(24, 0, moe.expert_counts)
+    formula = CostModel.from_model(model, moe).frozen_backward_flops(24, 0, moe.current_k)
     assert 0.85 <= formula / counter.get_total_flops() <= 1.15
 
 
@@ -281,7 +281,7 @@ def test_pathway_stats_against_an_independent_routing():
     pushed[:, 5] = 50.0
 
     def read(text, tokens, bias):
-        with torch.no_grad(), rr.moe.settings(bias=bias), rr.moe.record(full_probs=True) as recorder:
+        with torch.no_grad(), rr.moe.routing(bias=bias), rr.moe.record(full_probs=True) as recorder:
             rr.model(torch.tensor([text]))
         calls = sorted(recorder.calls, key=lambda c: c.layer)
         sets = [[set(c.expert_index[t].tolist()) for c in calls] for t in range(len(text) - tokens, len(text))]

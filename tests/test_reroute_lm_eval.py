@@ -67,7 +67,7 @@ def test_des_with_rerouting_biases_every_path(tiny_model_dir, qwen_prm_dir):
     assert all(r.meta["cost"]["extra_flops"] > 0 for r in b) and all(r.meta["cost"]["extra_flops"] == 0 for r in a)
     assert seen and all(set(context.biases) == {0, 1} for context in seen)
     assert all(float(bias.norm()) > 0 for bias in seen[0].biases.values())
-    assert rerouted.settings()["reroute"]["steps"] == 3
+    assert rerouted.reported_settings()["reroute"]["steps"] == 3
 
 
 def test_engine_applies_each_problems_bias_to_its_rows_only():

@@ -10,7 +10,6 @@ import shutil
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 

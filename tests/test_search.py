@@ -13,6 +13,7 @@ from lm_eval_moe.search.common import replicate, select_final, Candidate
 from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.testing import byte_tokenizer, tiny_moe
 from lm_eval_moe.verifiers import aggregate, load_verifier
+from lm_eval_moe.scoring import check_math
 
 K2 = (2, 2)
 
@@ -38,13 +39,13 @@ def engine(policy, cache_mode="auto", temperature=1.0):
 def search(policy, strategy, problems, config, engine, verifier):
     """``run_search`` with a fresh batch context (one cost ledger per problem)."""
     context = BatchContext.for_problems([p.index for p in problems], policy[3], {p.index: p.stop_strings for p in problems})
-    return run_search(STRATEGIES[strategy], problems, config, engine, verifier, context)
+    return run_search(STRATEGIES[strategy].algorithm, problems, config, engine, verifier, context)
 
 
 def problems(policy, count=2):
     tok = policy[1]
     return [Problem(i, tuple(tok.encode(f"Problem {i}: compute {i}+{i}.")), f"compute {i}+{i}", seed=100 + i,
-                    base_expert_count=K2) for i in range(count)]
+                    base_expert_count=K2, answer_key=check_math.key) for i in range(count)]
 
 
 CONFIG = SearchConfig(budget=8, keep=2, max_steps=4, max_step_tokens=6, max_tokens=30)
@@ -250,7 +251,7 @@ def test_the_progress_bar_moves_every_round(policy, verifier):
     batch = problems(policy)
     context = BatchContext.for_problems([p.index for p in batch], policy[3], {p.index: p.stop_strings for p in batch})
     config = dataclasses.replace(CONFIG, expert_counts=((1, 1), (2, 2)))
-    run_search(STRATEGIES["des"], batch, config, engine(policy), verifier, context, bar, max_rounds=config.max_steps)
+    run_search(STRATEGIES["des"].algorithm, batch, config, engine(policy), verifier, context, bar, max_rounds=config.max_steps)
     assert 0 < seen[0][0] < 1 and "round 1/4" in seen[0][1] and "live paths" in seen[0][1] and "tok/s" in seen[0][1]
     assert len(seen) > 2 and bar.n == pytest.approx(2.0)
 
@@ -287,7 +288,7 @@ def test_moe_des_with_per_layer_k_sets_and_a_chat_template(tiny_model_dir, qwen_
     monkeypatch.setenv("LM_EVAL_MOE_DATA_DIR", str(benchmark_data))
     lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=4, keep=2, max_steps=2,
                   max_step_tokens=4, expert_counts="1:2|4:8", device="cpu")
-    assert lm.method_settings.search_config(lm.moe.default_expert_counts, 8, 12).expert_counts == ((1, 2), (4, 8))
+    assert lm.method_settings.search_config(lm.moe.default_k, 8, 12).expert_counts == ((1, 2), (4, 8))
     out = simple_evaluate(model=lm, tasks=["moe_svamp"], limit=1, log_samples=True, apply_chat_template=True,
                           gen_kwargs="max_gen_toks=12",
                           task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())))

@@ -13,7 +13,7 @@ from lm_eval_moe.model_args import ModelArgError, parse_expert_count, parse_expe
 from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
 from lm_eval_moe.model_wrappers.moe_reroute import MoERerouteLM
 from lm_eval_moe.model_wrappers.moe_search import MoEDESLM, MoESearchLM
-from lm_eval_moe.search.settings import search_settings
+from lm_eval_moe.search.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING = "/nonexistent/checkpoint/that/would/fail/to/load"
@@ -74,18 +74,18 @@ def test_one_grammar_for_k_and_for_each_member_of_K():
 
 
 def test_m_is_taken_as_given_and_beam_width_must_divide_n():
-    settings = search_settings({"verifier": "x", "budget": 10, "keep": 4}, "des")
+    settings = SearchSettings.from_model_args({"strategy": "des", **{"verifier": "x", "budget": 10, "keep": 4}})
     assert settings.kept_states == 4 and settings.search_config([2], 8, 64).keep == 4
-    assert search_settings({"verifier": "x", "strategy": "beam", "budget": 12, "beam_width": 4}, "des").kept_states == 3
-    assert search_settings({"verifier": "x", "budget": 10}, "des").kept_states == 2  # N/4 rounded down
+    assert SearchSettings.from_model_args({"strategy": "des", **{"verifier": "x", "strategy": "beam", "budget": 12, "beam_width": 4}}).kept_states == 3
+    assert SearchSettings.from_model_args({"strategy": "des", **{"verifier": "x", "budget": 10}}).kept_states == 2  # N/4 rounded down
 
 
 def test_self_consistency_is_defined_by_the_search_not_the_model_class():
-    settings = search_settings({"strategy": "self_consistency"}, "best_of_n")
+    settings = SearchSettings.from_model_args({"strategy": "best_of_n", **{"strategy": "self_consistency"}})
     config = settings.search_config([2], 8, 64)
     assert settings.final_rule == "majority" and not config.needs_scores
     with pytest.raises(ModelArgError, match="votes without a verifier"):
-        search_settings({"strategy": "self_consistency", "verifier": "some/prm"}, "best_of_n")
+        SearchSettings.from_model_args({"strategy": "best_of_n", **{"strategy": "self_consistency", "verifier": "some/prm"}})
 
 
 @pytest.mark.parametrize("budget, keep", [(10, 4), (7, 3), (9, 2)])
@@ -109,7 +109,7 @@ def test_des_with_one_k_is_beam_search_for_every_n_and_m(budget, keep, qwen_prm_
         problems = [Problem(0, tuple(tok.encode("Problem: 3+4?")), "3+4", seed=11, base_expert_count=(2, 2))]
         engine = StepEngine(model, tok, moe, SamplingConfig(temperature=1.0), delimiter="e")
         context = BatchContext.for_problems([0], CostModel.from_model(model, moe))
-        (outcomes[name],) = run_search(STRATEGIES[name], problems, cfg, engine, verifier, context)
+        (outcomes[name],) = run_search(STRATEGIES[name].algorithm, problems, cfg, engine, verifier, context)
     des, beam = outcomes["des"].result, outcomes["beam"].result
     assert [(c.text, c.score) for c in des.candidates] == [(c.text, c.score) for c in beam.candidates]
     assert [s["kept"] for s in des.steps] == [s["kept"] for s in beam.steps]
@@ -129,13 +129,13 @@ def _request(gen_kwargs, text="Problem: 1+1?\n\nSolution:"):
 
 
 def test_a_search_honours_the_requests_sampling(des):
-    des.generation_settings.clear()
+    des.run_record.generation.clear()
     des.generate_until([_request({"until": ["\n\n\n"], "max_gen_toks": 6, "do_sample": True, "temperature": 0.3,
                                   "top_p": 0.5})])
-    assert des.generation_settings == [{"max_tokens": 6, "temperature": 0.3, "top_p": 0.5, "top_k": 0}]
-    des.generation_settings.clear()  # greedy (the tasks' default): the model args' sampling, recorded as such
+    assert des.run_record.generation == [{"max_tokens": 6, "temperature": 0.3, "top_p": 0.5, "top_k": 0}]
+    des.run_record.generation.clear()  # greedy (the tasks' default): the model args' sampling, recorded as such
     des.generate_until([_request({"until": ["\n\n\n"], "max_gen_toks": 6, "do_sample": False})])
-    assert des.generation_settings == [{"max_tokens": 6, "temperature": 0.8, "top_p": 1.0, "top_k": 0}]
+    assert des.run_record.generation == [{"max_tokens": 6, "temperature": 0.8, "top_p": 1.0, "top_k": 0}]
     with pytest.raises(ModelArgError, match="repetition_penalty"):
         des.generate_until([_request({"until": [], "max_gen_toks": 6, "repetition_penalty": 1.2})])
 
@@ -165,9 +165,9 @@ def test_rerouting_refuses_what_it_cannot_honour(tiny_model_dir):
     for key in ("min_p", "repetition_penalty"):
         with pytest.raises(ModelArgError, match=f"generation kwargs \\['{key}'\\] are not supported by moe_reroute"):
             lm.generate_until([_request({"until": [], "max_gen_toks": 4, key: 0.5})])
-    lm.generation_settings.clear()
+    lm.run_record.generation.clear()
     lm.generate_until([_request({"until": [], "max_gen_toks": 4, "do_sample": True, "temperature": 0.9, "top_k": 5})])
-    assert lm.generation_settings == [{"max_gen_toks": 4, "temperature": 0.9, "top_p": 1.0, "top_k": 5}]
+    assert lm.run_record.generation == [{"max_gen_toks": 4, "temperature": 0.9, "top_p": 1.0, "top_k": 5}]
 
 
 def test_rerouting_stops_on_the_generation_configs_end_of_turn(tiny_model_dir):
@@ -186,9 +186,9 @@ def test_rerouting_stops_on_the_generation_configs_end_of_turn(tiny_model_dir):
 
 #: lower layers first; a module may import its own layer and those before it, never one after it
 LAYERS = [
-    {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problems", "provenance", "logs", "resources"},
+    {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problem_identity", "provenance", "logs", "resources"},
     {"moe"},
-    {"cost"},
+    {"cost", "run_record"},
     {"generation"},
     {"scoring", "verifiers"},
     {"reroute", "search"},

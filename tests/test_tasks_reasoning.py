@@ -13,12 +13,12 @@ from lm_eval_moe.scoring.equivalence import normalize_latex, parse_number
 from lm_eval_moe.tasks import reasoning
 from lm_eval_moe.tasks.data import DATA_DIR_ENV, TaskDataError, load_benchmark
 
-BENCHMARKS = {  # benchmark -> (processor, expected test rows)
-    "math500": (reasoning.process_math, 500),
-    "gsm8k": (reasoning.process_numeric, 1319),
-    "svamp": (reasoning.process_numeric, 1000),
-    "aime24": (reasoning.process_aime, 30),
-    "aime25": (reasoning.process_aime, 30),
+BENCHMARKS = {  # benchmark -> (its answer checker, expected test rows)
+    "math500": ("math", 500),
+    "gsm8k": ("numeric", 1319),
+    "svamp": ("numeric", 1000),
+    "aime24": ("aime", 30),
+    "aime25": ("aime", 30),
 }
 
 
@@ -45,9 +45,10 @@ def _different(gold: str, others: list[str]) -> str:
 
 @pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
 def test_gold_self_check_over_the_full_benchmark(benchmark, capsys):
-    process, rows = BENCHMARKS[benchmark]
+    checker, rows = BENCHMARKS[benchmark]
     docs = load_benchmark(benchmark)["test"]
-    assert len(docs) == rows
+    assert len(docs) == rows and {doc["moe_answer_key"] for doc in docs} == {checker}
+    process = reasoning.process_answer
     golds = [d["moe_gold"] for d in docs]
     failures, accepted_wrong = [], []
     for index, doc in enumerate(docs):
@@ -70,8 +71,8 @@ def test_gold_self_check_mmlu_redux_ok_subset(capsys):
         for doc in load_benchmark("mmlu_redux", subject=subject)["test"]:
             total += 1
             wrong = "ABCD"[("ABCD".index(doc["moe_gold"]) + 1) % 4]
-            right = reasoning.process_choice(doc, [f"Reasoning.\n\nThe answer is $\\boxed{{{doc['moe_gold']}}}$."])
-            other = reasoning.process_choice(doc, [f"Reasoning.\n\nThe answer is $\\boxed{{{wrong}}}$."])
+            right = reasoning.process_answer(doc, [f"Reasoning.\n\nThe answer is $\\boxed{{{doc['moe_gold']}}}$."])
+            other = reasoning.process_answer(doc, [f"Reasoning.\n\nThe answer is $\\boxed{{{wrong}}}$."])
             failures += right["exact_match"] != 1.0 or other["exact_match"] != 0.0
     with capsys.disabled():
         print(f"\n[gold self-check] mmlu_redux: {total - failures}/{total} ok-annotated questions scored right")
@@ -124,21 +125,21 @@ def test_logged_samples_keep_every_search_candidate():
     logged = json.loads(json.dumps(sanitize_list(filtered), default=handle_non_serializable))
     record = json.loads(logged[0][0])
     assert record["response"] == _answer("8") and record["candidates"] == candidates and record["cost"] == {"flops": 5.0}
-    assert reasoning.process_numeric({"moe_gold": "7"}, filtered)["coverage"] == 1.0
+    assert reasoning.process_answer({"moe_gold": "7", "moe_answer_key": "numeric"}, filtered)["coverage"] == 1.0
 
 
 def test_scores_plain_strings_from_other_models_without_cost_metrics():
-    doc = {"moe_gold": "7"}
-    metrics = reasoning.process_numeric(doc, ["The answer is \\boxed{7}."])
+    doc = {"moe_gold": "7", "moe_answer_key": "numeric"}
+    metrics = reasoning.process_answer(doc, ["The answer is \\boxed{7}."])
     assert metrics["exact_match"] == 1.0 and "generated_tokens" not in metrics
 
 
 def test_repeats_select_the_majority_and_search_candidates_count():
-    doc = {"moe_gold": "7"}
+    doc = {"moe_gold": "7", "moe_answer_key": "numeric"}
     repeats = [_answer("8"), _answer("7"), _answer("7")]
-    assert reasoning.process_numeric(doc, repeats)["exact_match"] == 1.0
+    assert reasoning.process_answer(doc, repeats)["exact_match"] == 1.0
     search = MoEResponse(_answer("8"), {"candidates": [{"text": _answer(x)} for x in "8787"], "cost": {"flops": 5.0}})
-    metrics = reasoning.process_numeric(doc, [search])
+    metrics = reasoning.process_answer(doc, [search])
     assert metrics["exact_match"] == 0.0 and metrics["coverage"] == 1.0 and metrics["precision"] == 0.5
     assert not any(name.startswith(("pass@", "maj@")) for name in metrics)  # search candidates are not independent
     assert metrics["flops"] == 5.0

@@ -41,7 +41,7 @@ def hf_greedy(path, prompts, counts, max_new_tokens):
     moe = attach(model)
     outputs = []
     for prompt, k in zip(prompts, counts):
-        with moe.settings(expert_count=k), torch.no_grad():
+        with moe.routing(expert_count=k), torch.no_grad():
             out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=None, pad_token_id=0)
         outputs.append(tuple(out[0, len(prompt):].tolist()))

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lm_eval_moe._lm_eval_hook import tasks_dir
     from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
-    from lm_eval_moe.problems import problem_hash
+    from lm_eval_moe.problem_identity import problem_hash
     from lm_eval_moe.reroute.c3po import ReferenceSet, last_layers, prompt_features
     from lm_eval_moe.tasks.data import TaskDataError, reference_pool
 

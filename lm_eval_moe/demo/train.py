@@ -121,7 +121,7 @@ def train_policy(train: list[ArithProblem], steps: int, seed: int, log: dict, ru
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         else:
             drawn.append(draw_k.choice(expert_counts))
-            with moe.settings(expert_count=drawn[-1]):
+            with moe.routing(expert_count=drawn[-1]):
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         _update(model, optimizer, loss, losses)
         _report(log_key, step, steps, losses, start)
@@ -329,7 +329,7 @@ def evaluate_policy(model, held_out: list[ArithProblem], log: dict, expert_count
     moe = attach(model)
     accuracy = {}
     for k in expert_counts:
-        with moe.settings(expert_count=k):
+        with moe.routing(expert_count=k):
             texts = solve(model, held_out, do_sample=False)
         correct = sum(check_numeric(text, str(p.answer)).correct for p, text in zip(held_out, texts))
         accuracy[str(k)] = correct / len(held_out)

@@ -20,13 +20,15 @@ separately, and the compute of every token a row really processes (filler tokens
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from lm_eval_moe.generation.batch import BatchContext
+from lm_eval_moe.generation.special_tokens import eos_token_ids, pad_token_id
+from lm_eval_moe.generation.stops import holds_stop
 from lm_eval_moe.generation.nodes import Expansion, Node, child_node
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
@@ -36,19 +38,6 @@ logger = logging.getLogger(__name__)
 
 CacheMode = Literal["auto", "reuse", "reread"]
 PromptExpertCount = Literal["path", "default"]
-_STOP_WINDOW = 8  # tokens decoded to look for the step delimiter
-
-
-def eos_token_ids(eos_id: int | None, generation_config: Any) -> set[int]:
-    """The ids that end a sequence: the tokenizer's EOS and the generation config's (an int or a list;
-    chat models often list several there)."""
-    ids: set[int] = set()
-    for value in (eos_id, getattr(generation_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(value)
-    return ids
 
 
 class StepEngine:
@@ -75,10 +64,9 @@ class StepEngine:
         self.cache_mode = cache_mode
         self.prompt_expert_count = prompt_expert_count
         self.device = next(model.parameters()).device
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.eos_ids = eos_token_ids(tokenizer.eos_token_id, model.generation_config) if eos_ids is None else eos_ids
         self.forward_calls = 0
-        self.filler_token_slots = 0  # row-steps spent on masked filler tokens (batching overhead)
         self.reset()
 
     def reset(self) -> None:
@@ -103,7 +91,7 @@ class StepEngine:
     def _prefix_key(self, expansion: Expansion) -> tuple[int, tuple[int, ...]]:
         node = expansion.parent
         if node.parent is None and self.prompt_expert_count == "default":
-            return node.id, tuple(self.moe.default_expert_counts)
+            return node.id, tuple(self.moe.default_k)
         return node.id, expansion.expert_count or node.expert_count
 
     def _prefill(self, items: list[tuple[Node, tuple[int, ...]]], context: BatchContext
@@ -126,7 +114,7 @@ class StepEngine:
             return None, mask, pending
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         bias = self._row_bias([node.problem for node, _ in items], context)
-        with torch.no_grad(), self.moe.settings(row_expert_counts=[counts for _, counts in items], bias=bias):
+        with torch.no_grad(), self.moe.routing(row_expert_counts=[counts for _, counts in items], bias=bias):
             out = self.model(
                 input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, use_cache=True
             )
@@ -216,22 +204,10 @@ class StepEngine:
 
     def _step_done(self, tokens: list[int]) -> bool:
         """The new tokens end a step: they contain the delimiter after some non-blank text."""
-        if self.delimiter not in self._decode(tokens[-_STOP_WINDOW:]):
+        if not holds_stop(tokens, (self.delimiter,), self._decode):
             return False
         text = self._decode(tokens)
         return bool(text[: text.rfind(self.delimiter)].strip())
-
-    @staticmethod
-    def _hit_stop(parent: Node, tokens: list[int], stops: tuple[str, ...], decode: Callable[[list[int]], str]) -> bool:
-        """The candidate's text now contains one of its problem's stop strings (e.g. a task's
-        ``until``), possibly straddling the step boundary."""
-        if not stops:
-            return False
-        longest = max(len(s) for s in stops)
-        window = _STOP_WINDOW + longest  # a token is at least one character
-        head = parent.text[-longest:] if len(tokens) <= window else ""
-        tail = head + decode(tokens[-window:])
-        return any(stop in tail for stop in stops)
 
     def expand(self, expansions: Sequence[Expansion], context: BatchContext) -> list[Node]:
         """One child per expansion, in order; the children become the new frontier."""
@@ -247,7 +223,7 @@ class StepEngine:
         active = [True] * batch
         feed = pending.clone()
         bias = self._row_bias([e.parent.problem for e in expansions], context)
-        with torch.no_grad(), self.moe.settings(row_expert_counts=counts, bias=bias):
+        with torch.no_grad(), self.moe.routing(row_expert_counts=counts, bias=bias):
             while any(active):
                 column = torch.tensor(active, dtype=torch.long, device=self.device).unsqueeze(1)
                 mask = torch.cat([mask, column], dim=1)
@@ -261,7 +237,6 @@ class StepEngine:
                 logits = out.logits[:, -1].float()
                 for row in range(batch):
                     if not active[row]:
-                        self.filler_token_slots += 1
                         continue
                     expansion = expansions[row]
                     ledger = context.ledgers[expansion.parent.problem]
@@ -274,8 +249,8 @@ class StepEngine:
                     feed[row] = token
                     if token in self.eos_ids:
                         active[row], reasons[row] = False, "eos"
-                    elif self._hit_stop(expansion.parent, new_tokens[row],
-                                        context.stop_strings.get(expansion.parent.problem, ()), self._decode):
+                    elif holds_stop(new_tokens[row], context.stop_strings.get(expansion.parent.problem, ()),
+                                    self._decode, before=expansion.parent.text):
                         active[row], reasons[row] = False, "stop"
                     elif len(new_tokens[row]) >= expansion.max_new_tokens:
                         active[row], reasons[row] = False, "length"

@@ -7,6 +7,7 @@ same candidates at any batch size, and a problem gets the same seeds on any data
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,13 @@ class SamplingConfig:
             raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError(f"top_k={self.top_k}: must be >= 0 (0 = off)")
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts`` (a run's seed, a document, a step, a slot): the same parts give
+    the same seed in any process, batch or data-parallel split."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

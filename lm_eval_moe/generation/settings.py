@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lm_eval_moe.model_args import arg, choice, optional_float, optional_positive_int, parse_int, positive_int
+from lm_eval_moe.model_args import (
+    ModelArgSettings, arg, choice, optional_float, optional_positive_int, parse_int, positive_int,
+)
 from lm_eval_moe.moe.settings import RoutingSettings
 
 
 @dataclass(frozen=True)
-class BackendSettings:
-    backend: str = arg("hf", choice("hf", "vllm"), "generation backend: hf (transformers) or vllm")
-    vllm_max_model_len: int | None = arg(None, optional_positive_int, "vLLM max_model_len")
-    vllm_gpu_memory_utilization: float | None = arg(None, optional_float, "vLLM gpu_memory_utilization")
-    vllm_tensor_parallel_size: int = arg(1, positive_int, "vLLM tensor_parallel_size")
+class BackendSettings(ModelArgSettings):
+    backend: str = arg("hf", choice("hf", "vllm"), "generation backend: hf (transformers) or vllm", load_time=True)
+    vllm_max_model_len: int | None = arg(None, optional_positive_int, "vLLM max_model_len", load_time=True)
+    vllm_gpu_memory_utilization: float | None = arg(None, optional_float, "vLLM gpu_memory_utilization",
+                                                    load_time=True)
+    vllm_tensor_parallel_size: int = arg(1, positive_int, "vLLM tensor_parallel_size", load_time=True)
 
 
 @dataclass(frozen=True)
 class PlainSettings(RoutingSettings, BackendSettings):
     """``moe_hf``: transformers' generate (or one vLLM engine) at a chosen k."""
 
-    vllm_seed: int = arg(0, parse_int, "seed of vLLM's sampler (backend=vllm, do_sample=true)")
+    vllm_seed: int = arg(0, parse_int, "seed of vLLM's sampler (backend=vllm, do_sample=true)", load_time=True)

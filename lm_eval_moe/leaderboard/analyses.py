@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_moe.leaderboard.results import ResultsError, Run, TaskResult
+from lm_eval_moe.model_args import expert_count_label
 from lm_eval_moe.verifiers.settings import VERIFIER_FREE
 
 SOLVED = 1.0 - 1e-9
@@ -35,7 +36,7 @@ def run_k(run: Run) -> str | None:
     counts = run.settings.get("expert_count")
     if not counts or run.settings.get("strategy"):
         return None
-    return str(counts[0]) if len(set(counts)) == 1 else ":".join(map(str, counts))
+    return expert_count_label(counts)
 
 
 def _k_order(label: str) -> tuple[float, str]:

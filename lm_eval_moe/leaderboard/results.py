@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lm_eval_moe.model_args import expert_count_label
 from lm_eval_moe.verifiers.settings import VERIFIER_FREE
 
 
@@ -118,7 +119,7 @@ def _method(config: dict[str, Any]) -> str:
         label += f"+{ours['verifier']}"  # a search without a PRM is another method than with one
     counts, default = ours.get("expert_count"), ours.get("default_expert_count")
     if counts and counts != default and not ours.get("strategy"):  # a k sweep: one row per k
-        label += f" k={counts[0] if len(set(counts)) == 1 else ':'.join(map(str, counts))}"
+        label += f" k={expert_count_label(counts)}"
     return str(label)
 
 

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lm_eval_moe.model_args import ModelArgError, check_expert_count_range, expert_count_label
 from lm_eval_moe.moe.families import UNSUPPORTED, FamilySpec, family_for, supported_model_types
 from lm_eval_moe.moe.records import LayerRouting, RoutingRecorder
 from lm_eval_moe.moe.routing import RoutingRule, route
+from lm_eval_moe.moe.settings import text_config
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +56,6 @@ def _model_type(model: nn.Module) -> str:
     return str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
 
 
-def _text_config(model: nn.Module) -> Any:
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
 def resolve_family(model: nn.Module) -> FamilySpec:
     return config_family(model.config, _model_type(model))
 
@@ -69,8 +66,7 @@ def config_family(config: Any, model_type: str | None = None) -> FamilySpec:
     model_type = model_type or str(getattr(config, "model_type", type(config).__name__))
     family = family_for(model_type)
     if family is None:
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        text_type = getattr(text, "model_type", None)
+        text_type = getattr(text_config(config), "model_type", None)
         family = family_for(text_type) if text_type else None
     if family is not None:
         return family
@@ -104,7 +100,7 @@ class DynamicMoE:
         self.model = model
         self.renormalize = renormalize
         self.family = resolve_family(model)
-        self.shared_experts = self.family.shared_experts(_text_config(model))
+        self.shared_experts = self.family.shared_experts(text_config(model.config))
         self.layers = self._find_layers(renormalize)
         self._layer_k = [layer.default_expert_count for layer in self.layers]
         self._row_k: torch.Tensor | None = None  # (batch, layers) long
@@ -121,7 +117,7 @@ class DynamicMoE:
             self.family.name,
             len(self.layers),
             self.num_experts,
-            self.default_expert_counts if len(set(self.default_expert_counts)) > 1 else self.default_expert_counts[0],
+            expert_count_label(self.default_k),
             "model rule" if renormalize is None else renormalize,
         )
 
@@ -171,12 +167,13 @@ class DynamicMoE:
         return counts.pop()
 
     @property
-    def default_expert_counts(self) -> list[int]:
+    def default_k(self) -> list[int]:
+        """The model's own k, per MoE layer."""
         return [layer.default_expert_count for layer in self.layers]
 
     @property
-    def expert_counts(self) -> list[int]:
-        """Current per-layer k (the per-sequence counts, when set, take precedence)."""
+    def current_k(self) -> list[int]:
+        """The k in force, per MoE layer (per-sequence counts, when set, take precedence)."""
         return list(self._layer_k)
 
     @property
@@ -185,17 +182,17 @@ class DynamicMoE:
 
     # ------------------------------------------------------------------ expert counts
     def _check_count(self, value: int, layer: MoELayer) -> int:
-        if isinstance(value, bool) or int(value) != value or not 1 <= int(value) <= layer.num_experts:
-            raise ExpertCountError(
-                f"expert count {value!r} is out of range for layer {layer.index} of this {self.family.name} model: "
-                f"allowed values are integers 1..{layer.num_experts} (routed experts; shared experts are always on)"
-            )
-        return int(value)
+        value = int(value) if isinstance(value, float) and value.is_integer() else value
+        try:
+            check_expert_count_range([value], layer.num_experts, f"expert_count (MoE layer {layer.index})")
+        except ModelArgError as error:
+            raise ExpertCountError(str(error)) from None
+        return value
 
-    def per_layer_counts(self, expert_count: int | Sequence[int] | None) -> list[int]:
+    def per_layer_k(self, expert_count: int | Sequence[int] | None) -> list[int]:
         """Validate a global or per-layer k and expand it to one value per MoE layer."""
         if expert_count is None:
-            return self.default_expert_counts
+            return self.default_k
         if isinstance(expert_count, (int, float)):  # bool included: rejected by _check_count
             return [self._check_count(expert_count, layer) for layer in self.layers]
         counts = list(expert_count)  # type: ignore[arg-type]
@@ -207,7 +204,7 @@ class DynamicMoE:
 
     def set_expert_count(self, expert_count: int | Sequence[int] | None) -> None:
         """Global k (int), per-layer k (one int per MoE layer), or None for the model's default."""
-        self._layer_k = self.per_layer_counts(expert_count)
+        self._layer_k = self.per_layer_k(expert_count)
 
     def set_row_expert_counts(self, counts: Sequence[int | Sequence[int]] | torch.Tensor | None) -> None:
         """Per-sequence k for the next forward passes: one entry per batch row, each a global or
@@ -219,7 +216,7 @@ class DynamicMoE:
             return
         if isinstance(counts, torch.Tensor):
             counts = counts.tolist()
-        rows = [self.per_layer_counts(c) for c in counts]
+        rows = [self.per_layer_k(c) for c in counts]
         if not rows:
             raise ExpertCountError("per-sequence expert counts need at least one row")
         self._row_k = torch.tensor(rows, dtype=torch.long)
@@ -239,10 +236,6 @@ class DynamicMoE:
                     f"got {tuple(bias.shape)}"
                 )
         self._bias = bias
-
-    @property
-    def router_bias(self) -> torch.Tensor | None:
-        return self._bias
 
     def set_routing_mix(self, alpha: float, targets: dict[int, torch.Tensor] | None) -> None:
         """Mix a target routing distribution into chosen layers: scores <- (1-alpha) scores + alpha
@@ -270,7 +263,7 @@ class DynamicMoE:
             self._recorder = previous
 
     @contextmanager
-    def settings(
+    def routing(
         self,
         expert_count: int | Sequence[int] | None = None,
         row_expert_counts: Sequence[int | Sequence[int]] | torch.Tensor | None = None,

@@ -39,6 +39,3 @@ class RoutingRecorder:
     def experts_executed(self) -> int:
         """Total (token, layer, expert) activations recorded."""
         return int(sum(int(c.active.sum()) for c in self.calls))
-
-    def for_layer(self, layer: int) -> list[LayerRouting]:
-        return [c for c in self.calls if c.layer == layer]

@@ -5,23 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lm_eval_moe.model_args import ExpertCount, ModelArgError, arg, parse_expert_count, parse_renormalize
+from lm_eval_moe.model_args import (
+    ExpertCount, ModelArgSettings, arg, check_expert_count_range, parse_expert_count, parse_renormalize,
+)
 
 #: config attributes holding the number of routed experts, across the supported families
 ROUTED_EXPERT_ATTRIBUTES = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
 @dataclass(frozen=True)
-class RoutingSettings:
+class RoutingSettings(ModelArgSettings):
     expert_count: ExpertCount | None = arg(
-        None, parse_expert_count, "routed experts per token (k): an int, per layer 4:4:6:6, a JSON list, or default")
+        None, parse_expert_count, "routed experts per token (k): an int, per layer 4:4:6:6, a JSON list, or default",
+        expert_counts="k")
     renormalize: bool | None = arg(
-        None, parse_renormalize, "renormalise the top-k weights after changing k: model (the family's rule), true, false")
+        None, parse_renormalize, "renormalise the top-k weights after changing k: model (the family's rule), true, false",
+        load_time=True)
+
+    def check_against(self, config: Any) -> None:
+        """Every k these settings give is within the routed experts of the model ``config`` describes (read
+        from the config alone, before any weight loads; the per-layer length is checked once the MoE layers
+        are found)."""
+        maximum = routed_experts(config)
+        if maximum is not None:
+            for name, counts in self.expert_count_args():
+                check_expert_count_range(counts, maximum, name)
+
+
+def text_config(config: Any) -> Any:
+    """The config of the text model (a multimodal wrapper's), or the config itself."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def routed_experts(config: Any) -> int | None:
     """Routed experts per MoE layer, read from a transformers config (None if the config does not say)."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     for name in ROUTED_EXPERT_ATTRIBUTES:
         value = getattr(text, name, None)
         if isinstance(value, int) and value > 0:
@@ -29,14 +47,18 @@ def routed_experts(config: Any) -> int | None:
     return None
 
 
-def check_expert_counts(config: Any, counts: list[ExpertCount], name: str) -> None:
-    """Every k of ``counts`` is within 1..routed experts of the model the config describes (the per-layer
-    length is checked once the MoE layers are found)."""
-    maximum = routed_experts(config)
-    if maximum is None:
+def check_checkpoint_config(pretrained: Any, hf_args: dict[str, Any], settings: Any) -> None:
+    """Before any weight loads: the checkpoint's config names a supported MoE family and fits every k the
+    ``settings`` give (``RoutingSettings.check_against``). ``hf_args``: the HF loading args (revision,
+    subfolder, trust_remote_code)."""
+    if not isinstance(pretrained, str):
         return
-    for count in counts:
-        for k in (count,) if isinstance(count, int) else count:
-            if not 1 <= k <= maximum:
-                raise ModelArgError(f"model arg {name}: expert count {k} is out of range for this model: allowed "
-                                    f"1..{maximum} routed experts (shared experts are always on)")
+    from transformers import AutoConfig
+
+    from lm_eval_moe.moe.dynamic import config_family
+
+    config = AutoConfig.from_pretrained(pretrained, revision=hf_args.get("revision", "main"),
+                                        trust_remote_code=bool(hf_args.get("trust_remote_code", False)),
+                                        subfolder=hf_args.get("subfolder") or "")
+    config_family(config)
+    settings.check_against(config)

@@ -161,7 +161,7 @@ def sweep_groups(specs: list[RunSpec], output: Path, limit: int | None) -> tuple
         if not hasattr(model_class, "reconfigure") or set(spec.lm_eval) - set(LOAD_FLAGS) - set(EVALUATE_FLAGS):
             alone.append(spec)
             continue
-        runtime = model_class.sweepable_settings()
+        runtime = model_class.settings_type.sweepable_args()
         load = {key: value for key, value in args.items() if key not in runtime}
         load.update({flag: str(spec.lm_eval[flag]) for flag in LOAD_FLAGS if flag in spec.lm_eval})
         evaluate = {flag: spec.lm_eval[flag] for flag in EVALUATE_FLAGS if flag in spec.lm_eval}

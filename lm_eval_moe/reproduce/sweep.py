@@ -55,15 +55,18 @@ def check_point(model_class: Any, model_args: dict[str, str], point: Point) -> N
 
     if not hasattr(model_class, "reconfigure"):
         raise ModelArgError(f"{model_class.__name__} is not one of lm_eval_moe's models: a sweep needs one")
-    runtime = model_class.sweepable_settings()
+    settings_type = model_class.settings_type
+    runtime = settings_type.sweepable_args()
     fixed = sorted(set(point.overrides) - runtime)
     if fixed:
         raise ModelArgError(f"point {point.name}: {', '.join(fixed)} need their own load (settings a sweep can "
                             f"vary: {', '.join(sorted(runtime))})")
     from lm_eval_moe.checkpoints import resolve_checkpoint
+    from lm_eval_moe.moe.settings import check_checkpoint_config
 
-    settings = model_class.settings_from({**model_args, **point.overrides})
-    model_class.check_config(resolve_checkpoint(model_args.get("pretrained")), model_args, settings)
+    args = {**model_class.default_model_args, **model_args, **point.overrides}
+    settings = settings_type.from_model_args({k: v for k, v in args.items() if k in settings_type.arg_names()})
+    check_checkpoint_config(resolve_checkpoint(model_args.get("pretrained")), model_args, settings)
 
 
 def run_points(model: str, model_args: dict[str, str], points: list[Point], output: Path) -> list[Path]:

@@ -16,7 +16,9 @@ Deviations from the paper (its public code is partial), stated here and in the R
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lm_eval_moe.cost import CostLedger
+from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.moe import DynamicMoE
+from lm_eval_moe.reroute.settings import C3POSettings
 
 
 class ReferenceSetError(ValueError):
@@ -34,7 +39,7 @@ class ReferenceSetError(ValueError):
 @dataclass
 class ReferenceSet:
     """``metadata`` holds how the set was built (``lm-eval-moe c3po-build``), including ``question_hashes``
-    (``lm_eval_moe.problems.problem_hash`` of each reference) and ``apply_chat_template``."""
+    (``lm_eval_moe.problem_identity.problem_hash`` of each reference) and ``apply_chat_template``."""
 
     embeddings: torch.Tensor  # (references, hidden), unit norm
     routing: torch.Tensor  # (references, layers, experts)
@@ -104,3 +109,47 @@ def prompt_features(model: torch.nn.Module, moe: DynamicMoE, ids: torch.Tensor, 
         [next(c for c in recorder.calls if c.layer == layer).full_probs.view(batch, ids.shape[1], -1)[:, -1]
          for layer in layers], dim=1)
     return embeddings.cpu(), routing.cpu()
+
+
+class C3PORouting:
+    """C3PO as ``moe_c3po`` runs it: the reference set, read and checked before the policy loads; per batch,
+    each prompt's neighbours' routing mixed into the set's layers (:meth:`__call__`, the plain generator's
+    batch routing; the prompt embedding is charged as an extra forward)."""
+
+    def __init__(self, settings: C3POSettings) -> None:
+        self.settings, self.source = settings, f"the reference set {settings.references}"
+        try:
+            self.references = ReferenceSet.load(settings.references)
+            self.references.check_provenance(f"references={settings.references}")
+        except (OSError, ReferenceSetError) as error:
+            raise ModelArgError(f"model arg references={settings.references}: {error}") from None
+        self.model: torch.nn.Module | None = None
+        self.moe: DynamicMoE | None = None
+
+    def attach(self, model: torch.nn.Module, moe: DynamicMoE) -> None:
+        """The loaded policy; refused if the references were built for another model."""
+        if self.references.routing.shape[-1] != moe.num_experts or max(self.references.layers) >= moe.num_layers:
+            raise ModelArgError(f"references {self.settings.references} were built for another model "
+                                f"({self.references.metadata.get('model', 'unknown')})")
+        self.model, self.moe = model, moe
+
+    def check_evaluation(self, evaluated_hashes: set[str], apply_chat_template: bool) -> None:
+        """Refuses a set that holds an evaluated problem or was built in another prompt format."""
+        self.references.check_prompt_format(apply_chat_template, self.source)
+        self.references.check_disjoint(evaluated_hashes, self.source)
+
+    @contextlib.contextmanager
+    def __call__(self, context_enc: torch.Tensor, attn_masks: torch.Tensor, ledgers: list[CostLedger]) -> Iterator[None]:
+        settings, moe = self.settings, self.moe
+        embeddings, _ = prompt_features(self.model, moe, context_enc, attn_masks, self.references.layers)
+        for row, ledger in enumerate(ledgers):
+            ledger.extra_forward(int(attn_masks[row].sum()), moe.current_k)
+        target = self.references.neighbour_routing(embeddings, settings.neighbours, settings.bandwidth)
+        targets = {layer: target[:, i].to(context_enc.device) for i, layer in enumerate(self.references.layers)}
+        with moe.routing(expert_count=moe.current_k, mix=(settings.alpha, targets)):
+            yield
+
+    def report(self) -> dict[str, Any]:
+        settings = self.settings
+        return {"references": self.references.metadata, "alpha": settings.alpha, "neighbours": settings.neighbours,
+                "bandwidth": settings.bandwidth, "mixed_layers": self.references.layers}

@@ -28,7 +28,7 @@ def _routing(model: torch.nn.Module, moe: DynamicMoE, ids: torch.Tensor, mask: t
              positions: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(expert index (rows, tokens, layers, k_max), -1 at masked ranks; top-1 probability (rows, tokens, layers))."""
     rows, width = ids.shape
-    with torch.no_grad(), moe.settings(bias=bias), moe.record(full_probs=True) as recorder:
+    with torch.no_grad(), moe.routing(bias=bias), moe.record(full_probs=True) as recorder:
         model(input_ids=ids, attention_mask=mask, position_ids=positions)
     calls = sorted(recorder.calls, key=lambda call: call.layer)
     index = torch.stack([call.expert_index.view(rows, width, -1) for call in calls], dim=2)

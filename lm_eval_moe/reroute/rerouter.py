@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lm_eval_moe.cost import Cost, CostLedger, CostModel
-from lm_eval_moe.generation.engine import eos_token_ids
+from lm_eval_moe.generation.special_tokens import eos_token_ids, pad_token_id
+from lm_eval_moe.generation.stops import holds_stop
 from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
@@ -43,7 +44,6 @@ from lm_eval_moe.reroute.adam import ScaledAdam
 from lm_eval_moe.reroute.confidence import layer_confidence, layer_weights, random_layer_rank
 from lm_eval_moe.reroute.settings import RerouteSettings
 
-_STOP_WINDOW = 16
 
 
 @dataclass
@@ -103,8 +103,7 @@ class Rerouter:
                  config: RerouteSettings) -> None:
         self.model, self.tokenizer, self.moe, self.cost_model, self.config = model, tokenizer, moe, cost_model, config
         self.device = next(model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = 0 if pad is None else pad
+        self.pad_id = pad_token_id(tokenizer)
         for param in model.parameters():
             param.requires_grad_(False)
 
@@ -113,7 +112,7 @@ class Rerouter:
                  rows: list[int], ledgers: list[CostLedger], seeds: Sequence[int]) -> list[dict[str, Any]]:
         """T Adam steps on the rows ``rows`` of ``deltas`` (batch, layers, experts); returns per-row records.
         ``seeds``: one per row of ``deltas`` (the ``random`` layer selection draws from them)."""
-        config, counts = self.config, self.moe.expert_counts
+        config, counts = self.config, self.moe.current_k
         ids, mask, positions = left_padded(contexts, self.pad_id, self.device)
         window = config.loss_window if config.loss_window and config.loss_window < ids.shape[1] else None
         row_index = torch.tensor(rows, device=deltas.device)
@@ -126,7 +125,7 @@ class Rerouter:
             deltas.grad = None
             with torch.enable_grad(), _checkpointed_layers(self.model, config.gradient_checkpointing):
                 bias = deltas.index_select(0, row_index)
-                with self.moe.settings(bias=bias), self.moe.record() as recorder:
+                with self.moe.routing(bias=bias), self.moe.record() as recorder:
                     if window is None:
                         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
                         loss_ids, loss_mask = ids, mask
@@ -185,7 +184,7 @@ class Rerouter:
                  seeds: Sequence[int], stop_strings: Sequence[str] = (), eos_ids: set[int] | None = None,
                  on_phase: Callable[[int, int, int], None] | None = None) -> list[RerouteOutcome]:
         """``on_phase(phase, live rows, tokens generated so far)`` is called as each Phase 1 begins."""
-        config, counts = self.config, self.moe.expert_counts
+        config, counts = self.config, self.moe.current_k
         batch = len(prompts)
         deltas = torch.zeros(batch, self.moe.num_layers, self.moe.num_experts, device=self.device, requires_grad=True)
         optimizer = ScaledAdam(deltas, config.lr, eps=config.eps, weight_decay=config.weight_decay)
@@ -212,7 +211,7 @@ class Rerouter:
             bias = deltas.detach().index_select(0, torch.tensor(active, device=self.device))
             for position, row in enumerate(active):
                 outcomes[row].block_deltas.append(bias[position].cpu())
-            with torch.no_grad(), self.moe.settings(bias=bias):
+            with torch.no_grad(), self.moe.routing(bias=bias):
                 if cache is None or changed:
                     ids, mask, positions = left_padded(contexts, self.pad_id, self.device)
                     out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
@@ -243,7 +242,7 @@ class Rerouter:
     def _decode_block(self, rows, past, mask, pending, next_logits, outcomes, generators, sampling, max_new_tokens,
                       stop_strings, eos_ids):
         """Up to ``interval`` tokens for every row of the block (finished rows are fed masked fillers)."""
-        counts = self.moe.expert_counts
+        counts = self.moe.current_k
         live = [not outcomes[row].finish_reason for row in rows]
         entropies: list[list[float]] = [[] for _ in rows]
         with self.moe.record() as recorder:
@@ -279,7 +278,7 @@ class Rerouter:
                         outcome.finish_reason = "eos"
                     elif len(outcome.tokens) >= max_new_tokens:
                         outcome.finish_reason = "length"
-                    elif stop_strings and self._stopped(outcome.tokens, stop_strings):
+                    elif holds_stop(outcome.tokens, stop_strings, self._decode):
                         outcome.finish_reason = "stop"
                     live[position] = not outcome.finish_reason
                 pending, next_logits = new_pending, None
@@ -293,7 +292,5 @@ class Rerouter:
         values = [call.entropy.view(rows, -1).mean(dim=-1).cpu() for call in calls if call.entropy is not None]
         return torch.stack(values).mean(dim=0) if values else None
 
-    def _stopped(self, tokens: list[int], stops: Sequence[str]) -> bool:
-        window = _STOP_WINDOW + max(len(s) for s in stops)
-        tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
-        return any(stop in tail for stop in stops if stop)
+    def _decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lm_eval_moe.model_args import (
-    ModelArgError, arg, choice, optional_positive_int, parse_bool, parse_float, parse_int, positive_int, text,
+    ModelArgError, ModelArgSettings, arg, choice, optional_positive_int, parse_bool, parse_float, parse_int,
+    positive_int, text,
 )
+from lm_eval_moe.generation.settings import PlainSettings
+from lm_eval_moe.moe.settings import RoutingSettings
 from lm_eval_moe.reroute.confidence import SELECTIONS
 
 
 @dataclass(frozen=True)
-class RerouteSettings:
+class RerouteSettings(ModelArgSettings):
     steps: int = arg(5, lambda name, value: parse_int(name, value, minimum=0), "T: Adam steps per Phase 1")
     lr: float = arg(0.05, parse_float, "learning rate of the router deltas")
     interval: int = arg(128, positive_int, "m: tokens generated between two Phase 1 updates")
@@ -43,7 +46,7 @@ class RerouteSettings:
 
 
 @dataclass(frozen=True)
-class C3POSettings:
+class C3POSettings(ModelArgSettings):
     references: str = arg("", text, "reference set file written by `lm-eval-moe c3po-build`")
     alpha: float = arg(0.5, parse_float, "weight of the neighbours' routing in the mix, in [0, 1]")
     neighbours: int = arg(3, positive_int, "nearest references averaged")
@@ -56,3 +59,18 @@ class C3POSettings:
             raise ModelArgError(f"model arg alpha={self.alpha}: expected a mixing weight in [0, 1]")
         if self.bandwidth <= 0:
             raise ModelArgError(f"model arg bandwidth={self.bandwidth}: must be > 0")
+
+
+@dataclass(frozen=True)
+class RerouteMethodSettings(RoutingSettings, RerouteSettings):
+    """``moe_reroute``: rerouting at the model's (or a chosen) k."""
+
+
+@dataclass(frozen=True)
+class C3POMethodSettings(PlainSettings, C3POSettings):
+    """``moe_c3po``: plain generation with the references' routing mixed in, per batch."""
+
+    def __post_init__(self) -> None:
+        C3POSettings.__post_init__(self)
+        if self.backend == "vllm":
+            raise ModelArgError("moe_c3po changes routing per batch, which backend=vllm cannot: use backend=hf")

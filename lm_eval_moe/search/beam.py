@@ -30,7 +30,7 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
             [step_expansion(p, slot_seed(problem.seed, iteration, slot), config, last) for slot, p in enumerate(parents)]
         )
         scores = yield Score(children)
-        scored = [candidate(child, score, config) for child, score in zip(children, scores)]
+        scored = [candidate(problem, child, score, config) for child, score in zip(children, scores)]
         completed += [c for child, c in zip(children, scored) if child.finished]
         live = [(child, c.score) for child, c in zip(children, scored) if not child.finished]
         active = top([n for n, _ in live], [s for _, s in live], config.keep)

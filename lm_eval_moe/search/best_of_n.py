@@ -24,7 +24,7 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
     ]
     samples = yield Expand(expansions)
     scores = (yield Score(samples)) if config.needs_scores else [None] * len(samples)
-    candidates = [candidate(node, score, config) for node, score in zip(samples, scores)]
+    candidates = [candidate(problem, node, score, config) for node, score in zip(samples, scores)]
     aggregated = [c.score for c in candidates]
     return SearchResult(
         selected=select_final(candidates, config.final),

@@ -12,16 +12,17 @@ that never touch the model.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from lm_eval_moe.generation.nodes import Expansion, Node
-from lm_eval_moe.scoring.checkers import majority_key
-from lm_eval_moe.scoring.extract import extract_math_answer
+from lm_eval_moe.generation.sampling import derived_seed
+from lm_eval_moe.model_args import expert_count_value
 from lm_eval_moe.verifiers.base import AGGREGATIONS, Aggregation, StepScores, aggregate
 
+#: a strategy: a generator ``run(problem, config)`` yielding Expand / Score requests, returning a SearchResult
+SearchAlgorithm = Callable[["Problem", "SearchConfig"], Generator]
 FinalRule = Literal["prm_best", "majority", "weighted"]
 FINAL_RULES = ("prm_best", "majority", "weighted")
 Rounding = Literal["round_robin", "floor"]
@@ -36,6 +37,9 @@ class Problem:
     seed: int
     base_expert_count: tuple[int, ...]  # the policy's k for strategies without their own k set
     stop_strings: tuple[str, ...] = ()  # text that ends a candidate (the task's stop sequences)
+    #: what votes group a candidate's text by: the task's own answer key (its checker's reading), None to
+    #: vote on nothing (then voting falls back to the best score)
+    answer_key: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class Candidate:
         counts = self.expert_count
         return {
             "text": self.text,
-            "expert_count": counts[0] if len(set(counts)) == 1 else list(counts),
+            "expert_count": expert_count_value(counts),
             "score": self.score,
             "step_scores": list(self.step_scores),
             "step_count": self.step_count,
@@ -121,8 +125,7 @@ class SearchResult:
 
 def slot_seed(problem_seed: int, step: int, slot: int) -> int:
     """Seed of expansion ``slot`` at ``step``: the same slot gets the same seed in every strategy."""
-    digest = hashlib.blake2b(f"{problem_seed}/{step}/{slot}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+    return derived_seed(problem_seed, step, slot)
 
 
 def replicate(states: Sequence[Node | None], total: int, rounding: Rounding = "round_robin") -> list[Node | None]:
@@ -156,12 +159,8 @@ def step_expansion(node: Node, seed: int, config: SearchConfig, last: bool, expe
     return Expansion(node, seed, cap, length_finishes=cap == remaining, expert_count=expert_count)
 
 
-def answer_key(text: str) -> str | None:
-    extracted = extract_math_answer(text)
-    return None if extracted.answer is None else majority_key(extracted.answer)
-
-
-def candidate(node: Node, scores: StepScores | None, config: SearchConfig, reason: str | None = None) -> Candidate:
+def candidate(problem: Problem, node: Node, scores: StepScores | None, config: SearchConfig,
+              reason: str | None = None) -> Candidate:
     step_scores = scores.scores if scores is not None else ()
     return Candidate(
         text=node.text,
@@ -170,7 +169,7 @@ def candidate(node: Node, scores: StepScores | None, config: SearchConfig, reaso
         step_scores=tuple(step_scores),
         step_count=node.depth,
         finish_reason=reason or node.finish_reason,
-        answer=answer_key(node.text),
+        answer=problem.answer_key(node.text) if problem.answer_key is not None else None,
     )
 
 
@@ -211,7 +210,7 @@ def step_record(step: int, nodes: Sequence[Node], scores: Sequence[float], kept:
     return {
         "step": step,
         "expanded": len(nodes),
-        "expert_counts": [list(node.expert_count) if len(set(node.expert_count)) > 1 else node.expert_count[0] for node in nodes],
+        "expert_counts": [expert_count_value(node.expert_count) for node in nodes],
         "expert_count_mean": mean,
         "expert_count_variance": sum((c - mean) ** 2 for c in counts) / len(counts) if counts else 0.0,
         "scores": list(scores),

@@ -82,7 +82,7 @@ def search(problem: Problem, config: SearchConfig, allocate: Allocation) -> Gene
             ]
         children = yield Expand(requests)
         scores = yield Score(children)
-        scored = [candidate(child, score, config) for child, score in zip(children, scores)]
+        scored = [candidate(problem, child, score, config) for child, score in zip(children, scores)]
         for child, c in zip(children, scored):
             scores_of_k.setdefault(tuple(child.expert_count), []).append(c.score)
         pool = [(child, c) for child, c in zip(children, scored) if config.finished_compete or not child.finished]

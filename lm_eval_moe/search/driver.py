@@ -10,7 +10,7 @@ the engine (stop strings, router biases, cost ledgers) travels in one :class:`Ba
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -18,11 +18,8 @@ from tqdm import tqdm
 from lm_eval_moe.cost import Cost
 from lm_eval_moe.generation.batch import BatchContext, StepGenerator
 from lm_eval_moe.generation.nodes import Node
-from lm_eval_moe.search.common import Expand, Problem, Score, SearchConfig, SearchResult
-from lm_eval_moe.verifiers.base import StepScores, split_steps
-from lm_eval_moe.verifiers.likelihood import LikelihoodVerifier
-
-Strategy = Callable[[Problem, SearchConfig], Generator]
+from lm_eval_moe.search.common import Expand, Problem, Score, SearchAlgorithm, SearchConfig, SearchResult
+from lm_eval_moe.verifiers.base import Verifier
 
 
 @dataclass
@@ -67,14 +64,6 @@ def _generated_tokens(context: BatchContext, expand: Sequence[tuple[int, Expand]
     return sum(context.ledgers[index].cost.generated_tokens for index, _ in expand)
 
 
-def _score(verifier, problems: dict[int, Problem], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
-    if isinstance(verifier, LikelihoodVerifier):
-        return verifier.score_nodes(nodes)
-    return verifier.score(
-        [problems[node.problem].question for node in nodes], [split_steps(node.text, delimiter) for node in nodes]
-    )
-
-
 #: tqdm's default format with the problem count to one decimal (rounds move it in fractions of a problem)
 ROUND_BAR = "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
@@ -109,11 +98,11 @@ class RoundProgress:
 
 
 def run_search(
-    strategy: Strategy,
+    algorithm: SearchAlgorithm,
     problems: Sequence[Problem],
     config: SearchConfig,
     engine: StepGenerator,
-    verifier,
+    verifier: Verifier,
     context: BatchContext,
     progress: tqdm | None = None,
     max_rounds: int = 1,
@@ -123,7 +112,7 @@ def run_search(
     engine.reset()
     rounds = RoundProgress(progress, max_rounds, [p.index for p in problems])
     by_index = {p.index: p for p in problems}
-    searches = {p.index: strategy(p, config) for p in problems}
+    searches = {p.index: algorithm(p, config) for p in problems}
     pending = {index: next(search) for index, search in searches.items()}
     results: dict[int, SearchResult] = {}
     nodes: dict[int, list[Node]] = {p.index: [] for p in problems}
@@ -143,7 +132,8 @@ def run_search(
         score = [(index, request) for index, request in pending.items() if isinstance(request, Score)]
         if score:
             flat = [node for _, request in score for node in request.nodes]
-            scored = _score(verifier, by_index, flat, engine.delimiter) if flat else []
+            questions = [by_index[node.problem].question for node in flat]
+            scored = verifier.score_paths(questions, flat, engine.delimiter) if flat else []
             cursor = 0
             for index, request in score:
                 answers[index] = scored[cursor : cursor + len(request.nodes)]

@@ -45,7 +45,7 @@ def run(problem: Problem, config: SearchConfig) -> Generator:
         ]
         children = yield Expand(requests)
         scores = yield Score(children)
-        scored = [candidate(child, score, config, reason=_done(child)) for child, score in zip(children, scores)]
+        scored = [candidate(problem, child, score, config, reason=_done(child)) for child, score in zip(children, scores)]
         chosen = []
         for position, tree in enumerate(live):
             group = range(position * width, (position + 1) * width)

@@ -18,22 +18,24 @@ from tqdm import tqdm
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import SamplingConfig, StepEngine
 from lm_eval_moe.generation.batch import BatchContext, StepGenerator
+from lm_eval_moe.model_args import expert_count_value
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.reroute import Rerouter
-from lm_eval_moe.search import STRATEGIES as ALGORITHMS
 from lm_eval_moe.search.common import Problem
 from lm_eval_moe.search.driver import SearchOutcome, run_search
-from lm_eval_moe.search.settings import STRATEGIES, SearchSettings
-from lm_eval_moe.verifiers import load_verifier
+from lm_eval_moe.search.settings import SearchSettings
+from lm_eval_moe.search.strategies import STRATEGIES
+from lm_eval_moe.resources import Meter
+from lm_eval_moe.verifiers import Verifier, load_verifier
 
 
 class SearchMethod:
     """DES or a baseline with its verifier, ready to search batches of problems."""
 
     def __init__(self, settings: SearchSettings, moe: DynamicMoE, cost_model: CostModel, engine: StepGenerator,
-                 verifier: Any, rerouter: Rerouter | None) -> None:
+                 verifier: Verifier, rerouter: Rerouter | None, vllm_engine: Any = None) -> None:
         self.settings, self.moe, self.cost_model = settings, moe, cost_model
-        self.engine, self.verifier, self.rerouter = engine, verifier, rerouter
+        self.engine, self.verifier, self.rerouter, self.vllm_engine = engine, verifier, rerouter, vllm_engine
 
     @classmethod
     def build(cls, settings: SearchSettings, model: Any, tokenizer: Any, moe: DynamicMoE, cost_model: CostModel,
@@ -60,26 +62,27 @@ class SearchMethod:
                                 eos_ids=eos_ids)
         rerouter = (Rerouter(model, tokenizer, moe, cost_model, settings.reroute_settings)
                     if settings.reroute_settings is not None else None)
-        return cls(settings, moe, cost_model, engine, verifier, rerouter)
+        return cls(settings, moe, cost_model, engine, verifier, rerouter, vllm_engine)
 
     @property
     def max_rounds(self) -> int:
         """Expansion rounds a problem takes at most: its steps for step-wise strategies, else one."""
-        return self.settings.max_steps if "max_steps" in STRATEGIES[self.settings.strategy].uses else 1
+        return self.settings.max_steps if STRATEGIES[self.settings.strategy].stepwise else 1
 
     @property
     def verifier_name(self) -> str:
         return self.settings.verifier or "none"
 
     def run(self, problems: Sequence[Problem], max_tokens: int, sampling: SamplingConfig,
-            progress: tqdm | None = None) -> Iterator[list[SearchOutcome]]:
+            progress: tqdm | None = None) -> Iterator[tuple[list[SearchOutcome], dict[str, Any]]]:
         """Search ``problems`` (whose candidates may use up to ``max_tokens``) in batches of
         ``search_batch_size``, sampling with ``sampling``; yields each batch's outcomes, in order, as soon as
-        the batch is done."""
+        the batch is done, with each outcome's share of the batch's wall time and memory."""
         settings = self.settings
-        config = settings.search_config(self.moe.default_expert_counts, self.moe.num_experts, max_tokens)
+        config = settings.search_config(self.moe.default_k, self.moe.num_experts, max_tokens)
         self.engine.sampling = sampling
         for start in range(0, len(problems), settings.search_batch_size):
+            meter = Meter()
             batch = list(problems[start : start + settings.search_batch_size])
             context = BatchContext.for_problems([p.index for p in batch], self.cost_model,
                                                 {p.index: p.stop_strings for p in batch})
@@ -87,8 +90,9 @@ class SearchMethod:
                 deltas = self.rerouter.prime([p.prompt_ids for p in batch], [context.ledgers[p.index] for p in batch],
                                              [p.seed for p in batch])
                 context.biases = {p.index: deltas[row] for row, p in enumerate(batch)}
-            yield run_search(ALGORITHMS[settings.strategy], batch, config, self.engine, self.verifier, context,
-                             progress, max_rounds=self.max_rounds)
+            outcomes = run_search(STRATEGIES[settings.strategy].algorithm, batch, config, self.engine, self.verifier,
+                                  context, progress, max_rounds=self.max_rounds)
+            yield outcomes, meter.stop().per_sample(len(outcomes))
 
     def describe(self) -> dict[str, Any]:
         """The effective settings of this method (reported with the results)."""
@@ -96,8 +100,8 @@ class SearchMethod:
         return {
             "strategy": settings.strategy, "budget": settings.budget, "keep": settings.kept_states,
             "beam_width": settings.budget // settings.kept_states, "max_steps": settings.max_steps,
-            "expert_counts": [list(k) if len(set(k)) > 1 else k[0] for k in settings.search_config(
-                self.moe.default_expert_counts, self.moe.num_experts, 1).expert_counts],
+            "expert_counts": [expert_count_value(k) for k in settings.search_config(
+                self.moe.default_k, self.moe.num_experts, 1).expert_counts],
             "max_step_tokens": settings.max_step_tokens, "step_delimiter": settings.step_delimiter,
             "verifier": self.verifier_name, "aggregation": settings.aggregation, "final": settings.final_rule,
             "rounding": settings.rounding, "refill": settings.refill, "finished_compete": settings.finished_compete,

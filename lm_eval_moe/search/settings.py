@@ -1,7 +1,8 @@
 """Settings of verifier-guided search (``moe_des``, ``moe_search``), parsed and checked before any model loads.
 
-What each strategy is lives here: its default final rule, whether it needs verifier scores, and which
-settings apply to it. A setting given to a strategy that does not use it is refused, never ignored.
+What each strategy is (its default final rule, whether it needs verifier scores, which settings apply to
+it) is its record in ``search/strategies.py``. A setting given to a strategy that does not use it is
+refused, never ignored.
 M (``keep``) is taken as given by every strategy that keeps states, so DES with one k is beam search for
 every N and M; ``beam_width`` is another way to give M (N / width) and must divide N, as must M for DVTS
 (its M subtrees each expand N / M candidates).
@@ -14,41 +15,25 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from lm_eval_moe.checkpoints import resolve_checkpoint
+from lm_eval_moe.generation.sampling import SamplingConfig
 from lm_eval_moe.generation.settings import BackendSettings
 from lm_eval_moe.model_args import (
-    ExpertCount, ModelArgError, arg, choice, given, optional_positive_int, optional_text, parse_bool, parse_expert_count_set,
-    parse_float, parse_int, per_layer, positive_int, take_settings,
+    ExpertCount, ModelArgError, arg, arg_names, choice, optional_positive_int, optional_text, parse_bool,
+    parse_expert_count_set, parse_float, parse_int, per_layer, positive_int, take_settings,
 )
 from lm_eval_moe.moe.settings import RoutingSettings
 from lm_eval_moe.reroute.settings import RerouteSettings
 from lm_eval_moe.search.common import FINAL_RULES, SearchConfig
+from lm_eval_moe.search.strategies import STRATEGIES, STRATEGY_SPECIFIC
 from lm_eval_moe.verifiers.base import AGGREGATIONS
 from lm_eval_moe.verifiers.settings import VERIFIER_FREE, VerifierSettings
 
 
-@dataclass(frozen=True)
-class Strategy:
-    final: str  # default final rule
-    needs_scores: bool  # the verifier scores candidates (False: a verifier-free vote)
-    uses: frozenset[str]  # search settings beyond the common ones that apply
-
-
-_STEPWISE = frozenset({"keep", "beam_width", "max_steps", "max_step_tokens"})
-STRATEGIES: dict[str, Strategy] = {
-    "des": Strategy("prm_best", True, _STEPWISE | {"expert_counts", "rounding", "refill", "finished_compete", "inherit"}),
-    # our construction (search/des_adaptive.py): each k's share of N follows its paths' scores so far
-    "des_adaptive": Strategy("prm_best", True, _STEPWISE | {"expert_counts", "finished_compete"}),
-    "beam": Strategy("prm_best", True, _STEPWISE | {"rounding", "refill"}),
-    "dvts": Strategy("prm_best", True, _STEPWISE),
-    "best_of_n": Strategy("prm_best", True, frozenset()),
-    "weighted_best_of_n": Strategy("weighted", True, frozenset()),
-    "self_consistency": Strategy("majority", False, frozenset()),
-}
-#: settings that only some strategies use (the rest apply to all)
-STRATEGY_SPECIFIC = frozenset().union(*(s.uses for s in STRATEGIES.values()))
+SAMPLING_ARGS = ("temperature", "top_p", "top_k")
 #: settings of the first rerouting phase that ``reroute=true`` runs on each prompt (reroute_<name>)
-REROUTE_PRIMING = ("steps", "lr", "layer_selection", "layer_fraction", "confidence_order", "weight_decay", "eps",
-                   "loss_window", "gradient_checkpointing")
+REROUTE_PRIMING = ("steps", "lr", "layer_selection", "layer_fraction", "layer_weighting", "confidence_order",
+                   "weight_decay", "eps", "loss_window", "gradient_checkpointing")
 
 
 def _delimiter(name: str, value: object) -> str:
@@ -66,7 +51,8 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
     beam_width: int | None = arg(None, optional_positive_int, "N / M, another way to give M")
     max_steps: int = arg(10, positive_int, "T: steps; the last is generated to EOS")
     expert_counts: tuple[ExpertCount, ...] | None = arg(
-        None, parse_expert_count_set, "K for DES: 4-11, 4|6|8, a JSON list, per layer 4:4:6:6|8:8:8:8")
+        None, parse_expert_count_set, "K for DES: 4-11, 4|6|8, a JSON list, per layer 4:4:6:6|8:8:8:8",
+        expert_counts="K")
     temperature: float = arg(0.8, parse_float, "sampling temperature")
     top_p: float = arg(1.0, parse_float, "nucleus sampling")
     top_k: int = arg(0, lambda name, value: parse_int(name, value, minimum=0), "top-k sampling (0: off)")
@@ -91,7 +77,7 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
         VerifierSettings.__post_init__(self)
         rules = STRATEGIES[self.strategy]
         for name in sorted(STRATEGY_SPECIFIC - rules.uses):
-            if given(self, name):
+            if self.is_given(name):
                 raise ModelArgError(f"model arg {name} does not apply to strategy={self.strategy} (it applies to "
                                     f"{', '.join(s for s, r in STRATEGIES.items() if name in r.uses)})")
         if self.keep is not None and self.beam_width is not None:
@@ -116,10 +102,25 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
             raise ModelArgError("reroute_* model args need reroute=true")
         if self.reroute and self.backend == "vllm":
             raise ModelArgError("reroute=true needs router-logit biases, which backend=vllm does not have: use backend=hf")
-        if self.backend == "vllm" and given(self, "prompt_expert_count"):
+        if self.backend == "vllm" and self.is_given("prompt_expert_count"):
             raise ModelArgError("backend=vllm reads every prefix under its path's k: prompt_expert_count=path only")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise ModelArgError(f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]")
+
+    def sampling(self, request: dict[str, Any]) -> tuple[SamplingConfig, bool]:
+        """The sampling of a request with these generation kwargs, and whether it is the model args' own: a
+        search samples by nature, so a request asking for greedy decoding (our tasks' default) gets the model
+        args' sampling; one asking for sampling gets its ``temperature`` / ``top_p`` / ``top_k``, and a value
+        the user ALSO gave as a model arg (whatever that value) must agree with it."""
+        if not request.get("do_sample"):
+            return SamplingConfig(self.temperature, self.top_p, self.top_k), True
+        requested = {name: request[name] for name in SAMPLING_ARGS if name in request}
+        for name, value in requested.items():
+            if self.is_given(name) and float(getattr(self, name)) != float(value):
+                raise ModelArgError(f"sampling {name} is given twice: {value} in the generation kwargs and "
+                                    f"{getattr(self, name)} in the model args")
+        values = {name: getattr(self, name) for name in SAMPLING_ARGS} | requested
+        return SamplingConfig(float(values["temperature"]), float(values["top_p"]), int(values["top_k"] or 0)), False
 
     @property
     def kept_states(self) -> int:
@@ -134,6 +135,23 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
     def final_rule(self) -> str:
         """The strategy's rule; a verifier-free vote when verifier=majority."""
         return "majority" if self.verifier == "majority" else self.final or STRATEGIES[self.strategy].final
+
+    @classmethod
+    def from_model_args(cls, model_args: dict[str, Any]) -> SearchSettings:
+        """The search settings in ``model_args`` (removed from it), ``reroute_<name>`` ones included; a shipped
+        verifier's name is resolved (a misspelt one is an error now, not after loading the policy)."""
+        priming = {name.removeprefix("reroute_"): model_args.pop(name)
+                   for name in [f"reroute_{name}" for name in REROUTE_PRIMING] if name in model_args}
+        settings = take_settings(cls, model_args)
+        if priming or settings.reroute:
+            settings = dataclasses.replace(settings, reroute_settings=take_settings(RerouteSettings, priming))
+        if settings.verifier not in (None, *VERIFIER_FREE):
+            resolve_checkpoint(settings.verifier, "verifier")
+        return settings
+
+    @classmethod
+    def arg_names(cls) -> list[str]:
+        return [*arg_names(cls), *(f"reroute_{name}" for name in REROUTE_PRIMING)]
 
     def search_config(self, default_counts: list[int], num_experts: int, max_tokens: int) -> SearchConfig:
         """The algorithm's configuration for a model with these per-layer default k and routed experts."""
@@ -156,20 +174,3 @@ def default_expert_count_set(k: int, num_experts: int) -> tuple[int, ...]:
     """The paper's shape around the model's k: {k-4 .. k+3} clipped to 1..num_experts (our choice; the paper
     used {4..11} with k = 8)."""
     return tuple(range(max(1, k - 4), min(num_experts, k + 3) + 1))
-
-
-def search_settings(model_args: dict[str, Any], default_strategy: str) -> SearchSettings:
-    """The search settings in ``model_args`` (removed from it), ``reroute_<name>`` ones included."""
-    model_args.setdefault("strategy", default_strategy)
-    names = [f"reroute_{name}" for name in REROUTE_PRIMING]
-    priming = {name.removeprefix("reroute_"): model_args.pop(name) for name in names if name in model_args}
-    settings = take_settings(SearchSettings, model_args)
-    if priming or settings.reroute:
-        settings = dataclasses.replace(settings, reroute_settings=take_settings(RerouteSettings, priming))
-    return settings
-
-
-def search_arg_names() -> list[str]:
-    from lm_eval_moe.model_args import arg_names
-
-    return arg_names(SearchSettings) + [f"reroute_{name}" for name in REROUTE_PRIMING]

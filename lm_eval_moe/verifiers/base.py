@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from lm_eval_moe.generation.nodes import Node
 
 Aggregation = Literal["last", "min", "prod", "mean"]
 AGGREGATIONS: tuple[str, ...] = ("last", "min", "prod", "mean")
@@ -26,9 +29,23 @@ class StepScores:
 
 @runtime_checkable
 class Verifier(Protocol):
+    """What a search asks of a verifier: one :class:`StepScores` per path (a node of the search tree)."""
+
     name: str
 
-    def score(self, questions: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[StepScores]: ...
+    def score_paths(self, questions: Sequence[str], nodes: Sequence[Node], delimiter: str) -> list[StepScores]: ...
+
+
+class StepVerifier:
+    """A verifier that reads the text of each step (a PRM): paths are split into steps on the delimiter."""
+
+    name = ""
+
+    def score(self, questions: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[StepScores]:
+        raise NotImplementedError
+
+    def score_paths(self, questions: Sequence[str], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
+        return self.score(questions, [split_steps(node.text, delimiter) for node in nodes])
 
 
 def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:

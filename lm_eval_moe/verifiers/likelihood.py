@@ -21,7 +21,8 @@ from lm_eval_moe.verifiers.base import StepScores
 class LikelihoodVerifier:
     name = "likelihood"
 
-    def score_nodes(self, nodes: Sequence[Node]) -> list[StepScores]:
+    def score_paths(self, questions: Sequence[str], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
+        """One score per expansion of the path, read from its recorded log-probabilities (no forward pass)."""
         results = []
         for node in nodes:
             scores = tuple(math.exp(sum(lp) / len(lp)) for lp in node.step_logprobs() if lp)

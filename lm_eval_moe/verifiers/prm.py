@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lm_eval_moe.verifiers.base import StepScores
+from lm_eval_moe.generation.special_tokens import pad_token_id
+from lm_eval_moe.verifiers.base import StepScores, StepVerifier
 
 QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 QWEN_STEP_TOKEN = "<extra_0>"
@@ -36,15 +37,14 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-class _BatchedPRM:
+class _BatchedPRM(StepVerifier):
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, name: str = "") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.name = name
         self.device = next(model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = 0 if pad is None else pad
+        self.pad_id = pad_token_id(tokenizer)
 
     def _forward(self, sequences: Sequence[list[int]]) -> list[torch.Tensor]:
         """Float logits per sequence (right padding), in batches."""
