@@ -21,7 +21,8 @@ import torch
 from lm_eval_moe.checkpoints import resolve_checkpoint
 from lm_eval_moe.demo import MODELS_DIR
 from lm_eval_moe.demo.arith import problems, step_results
-from lm_eval_moe.demo.train import DIFFICULTY, auc, solve
+from lm_eval_moe.demo.policy import DIFFICULTY, solve
+from lm_eval_moe.demo.prm import auc
 from lm_eval_moe.scoring import check_numeric
 from lm_eval_moe.verifiers import RLHFlowPRM, aggregate, split_steps
 

@@ -1,6 +1,6 @@
 """Run-to-run spread of the demo scores over search seeds: the tolerance of the CI demo gate.
 
-Runs the gate's DES command (tests/test_demo_gate.py) with several seeds on the same problems and
+Runs the gate's DES command (tests/demo/test_demo_gate.py) with several seeds on the same problems and
 prints each seed's accuracy and the largest drop between two seeds. With a fixed seed the run is
 deterministic on one machine (the gate's paired test then sees no difference at all); a code change
 that alters the random stream behaves like a seed change, so the gate's --min-drop must exceed this

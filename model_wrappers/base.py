@@ -30,7 +30,8 @@ from lm_eval_moe.generation.sampling import derived_seed
 from lm_eval_moe.logs import follow_lm_eval
 from lm_eval_moe.model_args import ModelArgError, expert_count_label, parse_bool, refuse_unknown
 from lm_eval_moe.moe import attach
-from lm_eval_moe.moe.settings import RoutingSettings, check_checkpoint_config
+from lm_eval_moe.moe.families import check_checkpoint_config
+from lm_eval_moe.moe.settings import RoutingSettings
 from lm_eval_moe.provenance import provenance, software
 from lm_eval_moe.response import PADDING, MoEResponse
 from lm_eval_moe.response_cache import ResponseCache, ResponseCacheError

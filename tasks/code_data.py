@@ -19,7 +19,7 @@ from lm_eval_moe.scoring.code.livecodebench import row_problem
 
 #: MBPP problems whose tests need objects the candidate returns that are not plain data (a Counter,
 #: a re.Match) or measure the candidate's own objects (sys.getsizeof): found by running every
-#: reference solution through the proxy judge (tests/test_code_tasks.py recomputes this set). Their
+#: reference solution through the proxy judge (tests/tasks/test_code_tasks.py recomputes this set). Their
 #: assertions run inside the sandbox and their verdicts are marked forgeable.
 MBPP_IN_SANDBOX = frozenset({88, 596, 737, 787, 794})
 

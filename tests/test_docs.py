@@ -39,5 +39,25 @@ def test_readme_demo_table_and_plot_match_the_committed_results():
     from lm_eval_moe.leaderboard.plots import png_source
 
     analyses = regenerate.analyses_block(regenerate.analyses(regenerate.committed_runs()))
-    assert regenerate.README.read_text() == regenerate.readme_with(regenerate.table(), analyses)
+    for path, text in regenerate.documents(regenerate.table(), analyses, regenerate.table(regenerate.EXCERPT)).items():
+        assert path.read_text() == text, f"{path} is stale: python docs/demo/regenerate.py"
     assert png_source(regenerate.PLOT.read_bytes()) == regenerate.results_digest()
+
+
+def test_the_model_arg_reference_is_what_the_code_declares():
+    spec = importlib.util.spec_from_file_location("model_args_doc", REPO / "docs" / "model_args.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.OUTPUT.read_text() == generator.reference(), "docs/MODEL_ARGS.md is stale: python docs/model_args.py"
+
+
+def test_the_readme_is_a_front_door():
+    """At most 300 lines; what the package is (DES, rerouting, C3PO) comes first; every relative link resolves."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    opening = text[: text.index("## Install")]
+    assert all(name in opening for name in ("Dynamic Experts Search", "rerouting", "C3PO"))
+    for document in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "tasks" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", document.read_text()):
+            if not target.startswith("http"):
+                assert (document.parent / target).exists(), f"{document.relative_to(REPO)} links {target}"

@@ -1,11 +1,12 @@
-"""The README's demo table, its analyses and their plots, made from the committed results in ``docs/demo/runs/``.
+"""The demo's tables, analyses and plots, made from the committed results in ``docs/demo/runs/``: the full
+table and the analyses in docs/DEMO.md, a five-row excerpt in the README.
 
-    python docs/demo/regenerate.py            # tables (README blocks, docs/demo/report.md) + plots, from the runs
+    python docs/demo/regenerate.py            # the blocks (README, docs/DEMO.md) + plots, from the runs
     python docs/demo/regenerate.py --run      # first (re)run what is missing: lm-eval-moe reproduce demo --limit 100
-    python docs/demo/regenerate.py --check    # exit 1 if a README block or the headline plot is stale
+    python docs/demo/regenerate.py --check    # exit 1 if a block or the headline plot is stale
 
-The headline plot stores the sha256 of the results files it was drawn from (a PNG text chunk), and the README
-blocks are rendered from the same files, so ``tests/test_docs.py`` can tell when either no longer matches the
+The headline plot stores the sha256 of the results files it was drawn from (a PNG text chunk), and the blocks
+are rendered from the same files, so ``tests/test_docs.py`` can tell when either no longer matches the
 committed results. The analysis plots (``docs/demo/*.png``, ``lm-eval-moe analyze``) are redrawn with them.
 """
 
@@ -20,10 +21,14 @@ DEMO = Path(__file__).resolve().parent
 REPO = DEMO.parents[1]
 RUNS = DEMO / "runs"
 README = REPO / "README.md"
+REPORT = REPO / "docs" / "DEMO.md"
 PLOT = REPO / "docs" / "accuracy_vs_flops.png"
 RECIPE = "demo"
 LIMIT = 100
 BEGIN, END = "<!-- demo-table:begin (docs/demo/regenerate.py) -->", "<!-- demo-table:end -->"
+EXCERPT_BEGIN, EXCERPT_END = "<!-- demo-excerpt:begin (docs/demo/regenerate.py) -->", "<!-- demo-excerpt:end -->"
+#: the README's excerpt: (policy, method) rows of the k-robust policy, where DES's premise holds
+EXCERPT = [("tiny-arith-moe-anyk", method) for method in ("greedy-k2", "best_of_n", "beam", "des", "reroute")]
 ANALYSES_BEGIN, ANALYSES_END = "<!-- demo-analyses:begin (docs/demo/regenerate.py) -->", "<!-- demo-analyses:end -->"
 
 #: run method id -> row label
@@ -58,8 +63,9 @@ def _percent(value: float | None, stderr: float | None = None) -> str:
     return f"{100 * value:.1f}%" + (f" ± {100 * stderr:.1f}" if stderr is not None else "")
 
 
-def table() -> str:
-    """The Markdown table of every run of the demo recipe, in the recipe's order."""
+def table(only: list[tuple[str, str]] | None = None) -> str:
+    """The Markdown table of every run of the demo recipe (or of the ``only`` (policy, method) rows), in the
+    recipe's order."""
     from lm_eval_moe.leaderboard import load_run
     from lm_eval_moe.reproduce.commands import results_files, task_name
     from lm_eval_moe.reproduce.recipe import load_recipe
@@ -68,6 +74,8 @@ def table() -> str:
     lines = ["| policy | strategy | accuracy ± s.e. | precision | generated tokens | FLOPs | extra FLOPs | "
              "wall s / problem | n |", "|---|---|---|---|---|---|---|---|---|"]
     for spec in recipe.runs():
+        if only is not None and (spec.values["model"], spec.values["method"]) not in only:
+            continue
         files = results_files(spec, RUNS)
         if not files:
             raise SystemExit(f"no results for {spec.run_id} under {RUNS}: run with --run")
@@ -102,12 +110,18 @@ def analyses_block(found) -> str:
     return found.markdown().replace("## ", "#### ") + "\n"
 
 
-def readme_with(block: str, analyses_block: str) -> str:
-    text = README.read_text()
-    for begin, end, content in ((BEGIN, END, block), (ANALYSES_BEGIN, ANALYSES_END, analyses_block)):
+def with_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
+    """``text`` with each (begin marker, end marker, content) block replaced."""
+    for begin, end, content in blocks:
         start, stop = text.index(begin) + len(begin), text.index(end)
         text = text[:start] + "\n" + content + text[stop:]
     return text
+
+
+def documents(block: str, analyses_block: str, excerpt: str) -> dict[Path, str]:
+    """The README and docs/DEMO.md as the committed runs make them."""
+    return {README: with_blocks(README.read_text(), [(EXCERPT_BEGIN, EXCERPT_END, excerpt)]),
+            REPORT: with_blocks(REPORT.read_text(), [(BEGIN, END, block), (ANALYSES_BEGIN, ANALYSES_END, analyses_block)])}
 
 
 def plot(runs, source: str) -> bytes:
@@ -131,25 +145,24 @@ def main() -> int:
         if cli(["reproduce", RECIPE, "--limit", str(LIMIT), "--output", str(RUNS)]) != 0:
             return 1
     runs = committed_runs()
-    block, digest, found = table(), results_digest(), analyses(runs)
-    block_of_analyses = analyses_block(found)
+    digest, found = results_digest(), analyses(runs)
+    made = documents(table(), analyses_block(found), table(EXCERPT))
     if args.check:
         from lm_eval_moe.leaderboard.plots import png_source
 
-        stale = [name for name, current in (("README.md", README.read_text() == readme_with(block, block_of_analyses)),
-                                            (str(PLOT.relative_to(REPO)), png_source(PLOT.read_bytes()) == digest))
-                 if not current]
-        print("stale: " + ", ".join(stale) if stale else "README demo blocks and plot match docs/demo/runs")
+        stale = [str(path.relative_to(REPO)) for path, text in made.items() if path.read_text() != text]
+        if png_source(PLOT.read_bytes()) != digest:
+            stale.append(str(PLOT.relative_to(REPO)))
+        print("stale: " + ", ".join(stale) if stale else "README, docs/DEMO.md and the plot match docs/demo/runs")
         return 1 if stale else 0
     from lm_eval_moe.leaderboard.plots import analysis_plots
 
-    README.write_text(readme_with(block, block_of_analyses))
-    (DEMO / "report.md").write_text(block + "\n" + found.markdown())
+    for path, text in made.items():
+        path.write_text(text)
     PLOT.write_bytes(plot(runs, digest))
     for name, png in analysis_plots(found).items():
         (DEMO / f"{name}.png").write_bytes(png)
-    print(block + f"-> README.md, docs/demo/report.md, {PLOT.relative_to(REPO)}, docs/demo/*.png "
-          f"(results sha256 {digest[:12]})")
+    print(f"-> README.md, docs/DEMO.md, {PLOT.relative_to(REPO)}, docs/demo/*.png (results sha256 {digest[:12]})")
     return 0
 
 

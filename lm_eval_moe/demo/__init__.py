@@ -12,7 +12,7 @@ from pathlib import Path
 MODELS_DIR = Path(__file__).parent / "models"
 
 #: The project's CI score gate: DES with the shipped models on the first GATE_LIMIT held-out problems
-#: (tests/test_demo_gate.py against tests/baselines/demo; benchmarks/demo_spread.py measures its tolerance).
+#: (tests/demo/test_demo_gate.py against tests/demo/baselines/demo; benchmarks/demo_spread.py measures its tolerance).
 GATE_MODEL_ARGS = ("pretrained=tiny-arith-moe,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,"
                    "expert_counts=1-4,temperature=0.8")
 GATE_SEED = 1

@@ -22,16 +22,12 @@ import torch
 from torch import nn
 
 from lm_eval_moe.model_args import ModelArgError, check_expert_count_range, expert_count_label
-from lm_eval_moe.moe.families import UNSUPPORTED, FamilySpec, family_for, supported_model_types
+from lm_eval_moe.moe.families import FamilySpec, UnsupportedModelError, config_family
 from lm_eval_moe.moe.records import LayerRouting, RoutingRecorder
 from lm_eval_moe.moe.routing import RoutingRule, route
 from lm_eval_moe.moe.settings import text_config
 
 logger = logging.getLogger(__name__)
-
-
-class UnsupportedModelError(ValueError):
-    """The model is dense, or its MoE family cannot be served by the adapter interface."""
 
 
 class ExpertCountError(ValueError):
@@ -58,28 +54,6 @@ def _model_type(model: nn.Module) -> str:
 
 def resolve_family(model: nn.Module) -> FamilySpec:
     return config_family(model.config, _model_type(model))
-
-
-def config_family(config: Any, model_type: str | None = None) -> FamilySpec:
-    """The supported family a transformers config belongs to (its own or its text model's type), or an error
-    naming the supported ones; needs no weights."""
-    model_type = model_type or str(getattr(config, "model_type", type(config).__name__))
-    family = family_for(model_type)
-    if family is None:
-        text_type = getattr(text_config(config), "model_type", None)
-        family = family_for(text_type) if text_type else None
-    if family is not None:
-        return family
-    supported = ", ".join(supported_model_types())
-    if model_type in UNSUPPORTED:
-        raise UnsupportedModelError(
-            f"model type {model_type!r} is a MoE family lm_eval_moe cannot drive: {UNSUPPORTED[model_type]}. "
-            f"Supported model types: {supported}"
-        )
-    raise UnsupportedModelError(
-        f"model type {model_type!r} is not a supported Mixture-of-Experts family (a dense model has no router "
-        f"to change). Supported model types: {supported}"
-    )
 
 
 def _skippable_index(experts: nn.Module | None, num_experts: int) -> int | None:

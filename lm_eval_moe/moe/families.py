@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_eval_moe.moe.routing import RoutingRule
+from lm_eval_moe.moe.settings import text_config
 
 
 def _linear(router: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -226,3 +227,44 @@ def supported_model_types() -> list[str]:
 
 def family_for(model_type: str) -> FamilySpec | None:
     return _BY_MODEL_TYPE.get(model_type)
+
+
+class UnsupportedModelError(ValueError):
+    """The model is dense, or its MoE family cannot be served by the adapter interface."""
+
+
+def config_family(config: Any, model_type: str | None = None) -> FamilySpec:
+    """The supported family a transformers config belongs to (its own or its text model's type), or an error
+    naming the supported ones; needs no weights."""
+    model_type = model_type or str(getattr(config, "model_type", type(config).__name__))
+    family = family_for(model_type)
+    if family is None:
+        text_type = getattr(text_config(config), "model_type", None)
+        family = family_for(text_type) if text_type else None
+    if family is not None:
+        return family
+    supported = ", ".join(supported_model_types())
+    if model_type in UNSUPPORTED:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is a MoE family lm_eval_moe cannot drive: {UNSUPPORTED[model_type]}. "
+            f"Supported model types: {supported}"
+        )
+    raise UnsupportedModelError(
+        f"model type {model_type!r} is not a supported Mixture-of-Experts family (a dense model has no router "
+        f"to change). Supported model types: {supported}"
+    )
+
+
+def check_checkpoint_config(pretrained: Any, hf_args: dict[str, Any], settings: Any) -> None:
+    """Before any weight loads: the checkpoint's config names a supported MoE family and fits every k the
+    ``settings`` give (``RoutingSettings.check_against``). ``hf_args``: the HF loading args (revision,
+    subfolder, trust_remote_code)."""
+    if not isinstance(pretrained, str):
+        return
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(pretrained, revision=hf_args.get("revision", "main"),
+                                        trust_remote_code=bool(hf_args.get("trust_remote_code", False)),
+                                        subfolder=hf_args.get("subfolder") or "")
+    config_family(config)
+    settings.check_against(config)

@@ -46,19 +46,3 @@ def routed_experts(config: Any) -> int | None:
             return value
     return None
 
-
-def check_checkpoint_config(pretrained: Any, hf_args: dict[str, Any], settings: Any) -> None:
-    """Before any weight loads: the checkpoint's config names a supported MoE family and fits every k the
-    ``settings`` give (``RoutingSettings.check_against``). ``hf_args``: the HF loading args (revision,
-    subfolder, trust_remote_code)."""
-    if not isinstance(pretrained, str):
-        return
-    from transformers import AutoConfig
-
-    from lm_eval_moe.moe.dynamic import config_family
-
-    config = AutoConfig.from_pretrained(pretrained, revision=hf_args.get("revision", "main"),
-                                        trust_remote_code=bool(hf_args.get("trust_remote_code", False)),
-                                        subfolder=hf_args.get("subfolder") or "")
-    config_family(config)
-    settings.check_against(config)

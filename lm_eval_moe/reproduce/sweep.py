@@ -62,7 +62,7 @@ def check_point(model_class: Any, model_args: dict[str, str], point: Point) -> N
         raise ModelArgError(f"point {point.name}: {', '.join(fixed)} need their own load (settings a sweep can "
                             f"vary: {', '.join(sorted(runtime))})")
     from lm_eval_moe.checkpoints import resolve_checkpoint
-    from lm_eval_moe.moe.settings import check_checkpoint_config
+    from lm_eval_moe.moe.families import check_checkpoint_config
 
     args = {**model_class.default_model_args, **model_args, **point.overrides}
     settings = settings_type.from_model_args({k: v for k, v in args.items() if k in settings_type.arg_names()})

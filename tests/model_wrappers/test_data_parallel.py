@@ -16,6 +16,7 @@ import pytest
 
 from lm_eval_moe.model_wrappers.base import padding_mask
 from lm_eval_moe.testing import reproducible_metrics, reproducible_sample
+from conftest import REPO
 
 pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
 
@@ -94,7 +95,7 @@ repeats: 3
 def test_padding_is_not_counted_as_repeats(tiny_model_dir, tmp_path, benchmark_data):
     include = tmp_path / "tasks"
     include.mkdir()
-    common = Path(__file__).parents[1] / "tasks" / "math" / "_moe_reasoning_common.yaml"
+    common = REPO / "tasks" / "math" / "_moe_reasoning_common.yaml"
     (include / "moe_gsm8k_repeats.yaml").write_text(REPEATS_TASK.format(common=common))
     args = f"pretrained={tiny_model_dir}"
     _, single = _evaluate("moe_hf", args, tmp_path / "single", benchmark_data, 1, "moe_gsm8k_repeats", include)

@@ -13,6 +13,7 @@ import pytest
 from lm_eval_moe.cli import main
 from lm_eval_moe.leaderboard import load_runs
 from lm_eval_moe.leaderboard.table import rows
+from conftest import REPO
 
 pytestmark = pytest.mark.slow  # subprocess lm_eval runs: `python -m pytest -m slow`
 
@@ -37,7 +38,7 @@ def runs(tmp_path_factory):
         "greedy": _lm_eval("moe_hf", "pretrained=tiny-arith-moe", root / "greedy"),
         "des_seed1": _lm_eval("moe_des", des + ",seed=1", root / "des1"),
         "des_seed2": _lm_eval("moe_des", des + ",seed=2", root / "des2"),
-        "hf": _lm_eval("hf", f"pretrained={Path(__file__).parents[1] / 'lm_eval_moe/demo/models/tiny-arith-moe'}", root / "hf"),
+        "hf": _lm_eval("hf", f"pretrained={REPO / 'lm_eval_moe/demo/models/tiny-arith-moe'}", root / "hf"),
     }
 
 

@@ -19,8 +19,9 @@ import pytest
 import lm_eval_moe.scoring.code.sandbox as sandbox_module
 from lm_eval_moe.scoring.code import CodeProblem, CodeRunner, Limits, SandboxUnavailable
 from lm_eval_moe.tasks.code_data import humaneval, mbpp, problem_from_doc
+from conftest import BENCHMARK_DATA, REPO
 
-DATA = Path(__file__).parent / "data"
+DATA = BENCHMARK_DATA
 LIMITS = Limits(cpu_seconds=3, wall_seconds=6, memory_bytes=1 << 30, processes=64, scratch_bytes=32 << 20)
 ADD = CodeProblem("add", "check_function", entry_point="add",
                   test_code="def check(candidate):\n    assert candidate(1, 2) == 3\n")
@@ -197,7 +198,7 @@ def test_no_file_of_a_sample_outlives_it(fallback_runner, runner):
 def test_code_tasks_declare_unsafe_code():
     import yaml
 
-    common = (Path(__file__).parents[1] / "tasks" / "code" / "_moe_code_common.yaml").read_text()
+    common = (REPO / "tasks" / "code" / "_moe_code_common.yaml").read_text()
     assert yaml.safe_load(common.replace("!function", "")).get("unsafe_code") is True
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_moe.scoring.code import CodeProblem, CodeRunner, Limits, SandboxUnavailable
+from conftest import REPO
 
 CHECK_ADD = textwrap.dedent("""
     def check(candidate):
@@ -294,7 +295,7 @@ def test_an_interpreter_under_tmp_keeps_every_layer(tmp_path):
     assert str(python).startswith(tempfile.gettempdir())
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "dependencies.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n{Path(__file__).parents[1]}\n")
+    Path(site, "dependencies.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n{REPO}\n")
     code = textwrap.dedent(f"""
         from lm_eval_moe.scoring.code import CodeProblem, CodeRunner
         runner = CodeRunner("auto", workers=1)

@@ -8,7 +8,7 @@ Two runs, each with the tolerance its own variation justifies:
 * DES (``GATE_MODEL_ARGS``): sampled, so a change that only alters the random stream behaves like another
   seed; the tolerance is the largest drop between two of five seeds (``benchmarks/demo_spread.py``:
   0.60 0.54 0.52 0.48 0.54 -> 0.12, benchmarks/RESULTS.md), 6 of 50 problems.
-Rebuild the baselines after an intended change of scores with ``python tests/test_demo_gate.py --rebuild``
+Rebuild the baselines after an intended change of scores with ``python tests/demo/test_demo_gate.py --rebuild``
 (and say why in the commit)."""
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import torch
 
 from lm_eval_moe.checkpoints import resolve_checkpoint
 from lm_eval_moe.demo import MODELS_DIR
-from lm_eval_moe.demo import train as demo_train
+from lm_eval_moe.demo import policy as demo_policy
+from lm_eval_moe.demo import prm as demo_prm
 from lm_eval_moe.demo.arith import corrupt, corrupt_each_step, is_held_out, problems, step_results
 
 LOG = json.loads((MODELS_DIR / "training_log.json").read_text())
@@ -42,15 +43,15 @@ def test_the_prm_tokenizer_keeps_the_policys_byte_ids():
     from lm_eval_moe.testing import byte_tokenizer
 
     text = "Ana has 12 apples. 12 + 5 = 17"
-    prm = demo_train.prm_tokenizer()
+    prm = demo_prm.prm_tokenizer()
     assert prm.encode(text, add_special_tokens=False) == byte_tokenizer().encode(text, add_special_tokens=False)
     assert prm.convert_tokens_to_ids(["<|user|>", "<|assistant|>"]) == [len(byte_tokenizer()), len(byte_tokenizer()) + 1]
 
 
 def test_generator_is_deterministic_and_the_test_split_is_disjoint():
-    train = problems(SEED, 2000, held_out=False, difficulty=demo_train.DIFFICULTY)
-    assert train == problems(SEED, 2000, held_out=False, difficulty=demo_train.DIFFICULTY)
-    test = problems(SEED + 1, 300, held_out=True, difficulty=demo_train.DIFFICULTY)
+    train = problems(SEED, 2000, held_out=False, difficulty=demo_policy.DIFFICULTY)
+    assert train == problems(SEED, 2000, held_out=False, difficulty=demo_policy.DIFFICULTY)
+    test = problems(SEED + 1, 300, held_out=True, difficulty=demo_policy.DIFFICULTY)
     assert not {p.question for p in train} & {p.question for p in test}
     assert all(is_held_out(p.question) for p in test) and not any(is_held_out(p.question) for p in train)
     for problem in train[:200]:
@@ -65,22 +66,22 @@ def test_prm_targets_mark_each_result_digit_and_each_step_label():
     (RLHFlow's "+") also fail every step after the first wrong one; both layouts mark the same digits."""
     question = "Ana has 12 apples."
     steps = ["12 + 5 = 17", "17 * 2 = 35", "35 - 4 = 31", "The answer is \\boxed{31}"]
-    tokenizer = demo_train.prm_tokenizer()
-    for layout in (demo_train.policy_layout_example, demo_train.conversation_example):
+    tokenizer = demo_prm.prm_tokenizer()
+    for layout in (demo_prm.policy_layout_example, demo_prm.conversation_example):
         for labels, expected_digits in (("local", [1, 1, 1, 0, 1, 1, 1, 1]), ("prefix", [1, 1, 1, 0, 0, 0, 0, 0])):
             example = layout(tokenizer, question, steps, False, labels)
             digits = [i for i, weight in enumerate(example.flag_weights) if weight == 1.0]
             assert tokenizer.decode([example.ids[i] for i in digits]) == "17353131"
             assert [example.flags[i] for i in digits] == expected_digits
             turn_labels = [example.flags[i] for i, weight in enumerate(example.flag_weights) if weight > 1.0]
-            expected_turns = [] if layout is demo_train.policy_layout_example else (
+            expected_turns = [] if layout is demo_prm.policy_layout_example else (
                 [1, 0, 1, 1] if labels == "local" else [1, 0, 0, 0])
             assert turn_labels == expected_turns
             assert example.next_tokens == [-100] * len(example.ids)  # no language targets on a wrong solution
 
 
 def test_every_step_corruption_rates():
-    problem = problems(SEED, 1, held_out=False, difficulty=demo_train.DIFFICULTY)[0]
+    problem = problems(SEED, 1, held_out=False, difficulty=demo_policy.DIFFICULTY)[0]
     assert corrupt_each_step(problem, random.Random(0), 0.0) == list(problem.steps)
     steps = corrupt_each_step(problem, random.Random(0), 1.0)
     right = [written == expected for _, written, expected in step_results(steps)]
@@ -91,9 +92,9 @@ def test_logged_accuracy_is_the_shipped_policys():
     from transformers import AutoModelForCausalLM
 
     policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
-    held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
+    held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_policy.DIFFICULTY)
     log = {"policy": {}}
-    demo_train.evaluate_policy(policy, held_out, log, expert_counts=(2,))
+    demo_policy.evaluate_policy(policy, held_out, log, expert_counts=(2,))
     # the script measures the model reloaded from the shipped files, so the replay is exact
     assert log["policy"]["held_out_accuracy"]["2"] == LOG["policy"]["held_out_accuracy"]["2"]
     accuracy = LOG["policy"]["held_out_accuracy"]
@@ -105,13 +106,13 @@ def test_the_k_robust_policy_is_logged_and_its_logged_accuracy_is_the_shipped_we
     logged held-out accuracy at k=3 replays exactly from the shipped files (one k: the others cost minutes)."""
     from transformers import AutoModelForCausalLM
 
-    robust = LOG[demo_train.K_ROBUST_KEY]
-    assert robust["train_expert_counts"] == list(demo_train.K_ROBUST_COUNTS) and robust["shape"] == LOG["policy"]["shape"]
+    robust = LOG[demo_policy.K_ROBUST_KEY]
+    assert robust["train_expert_counts"] == list(demo_policy.K_ROBUST_COUNTS) and robust["shape"] == LOG["policy"]["shape"]
     assert sorted(robust["batches_per_k"]) == ["1", "2", "3", "4"] and sum(robust["batches_per_k"].values()) == robust["steps"]
     policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe-anyk"), dtype=torch.float32)
-    held_out = problems(SEED + 1, robust["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
+    held_out = problems(SEED + 1, robust["held_out_problems"], held_out=True, difficulty=demo_policy.DIFFICULTY)
     log = {"policy": {}}
-    demo_train.evaluate_policy(policy, held_out, log, expert_counts=(3,))
+    demo_policy.evaluate_policy(policy, held_out, log, expert_counts=(3,))
     assert log["policy"]["held_out_accuracy"]["3"] == robust["held_out_accuracy"]["3"]
 
 
@@ -120,9 +121,9 @@ def test_logged_prm_separation_is_the_shipped_prms():
 
     path = resolve_checkpoint("tiny-arith-prm")
     prm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_train.DIFFICULTY)
+    held_out = problems(SEED + 1, LOG["policy"]["held_out_problems"], held_out=True, difficulty=demo_policy.DIFFICULTY)
     log: dict = {"prm": {}}
-    demo_train.evaluate_prm(prm, AutoTokenizer.from_pretrained(path), held_out, SEED, log)
+    demo_prm.evaluate_prm(prm, AutoTokenizer.from_pretrained(path), held_out, SEED, log)
     for metric in ("held_out_auc_last_step", "held_out_auc_min", "held_out_step_accuracy"):
         assert log["prm"][metric] == pytest.approx(LOG["prm"][metric], abs=1e-9), metric
     assert LOG["prm"]["held_out_auc_last_step"] > 0.9  # far better than chance (0.5)
@@ -130,7 +131,7 @@ def test_logged_prm_separation_is_the_shipped_prms():
 
 @pytest.fixture(scope="module")
 def train_problems():
-    return problems(SEED, LOG["policy"]["train_problems"], held_out=False, difficulty=demo_train.DIFFICULTY)
+    return problems(SEED, LOG["policy"]["train_problems"], held_out=False, difficulty=demo_policy.DIFFICULTY)
 
 
 def nudged_by_one_ulp(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -164,7 +165,7 @@ def test_policy_training_replays_the_logged_losses(train_problems, monkeypatch):
 
     def replay() -> list[float]:
         log: dict = {}
-        demo_train.train_policy(train_problems, LOG["policy"]["steps"], SEED, log, run_steps=20)
+        demo_policy.train_policy(train_problems, LOG["policy"]["steps"], SEED, log, run_steps=20)
         return log["policy"]["losses_first_20"]
 
     replayed = replay()
@@ -177,7 +178,7 @@ def test_policy_training_replays_the_logged_losses(train_problems, monkeypatch):
 def test_prm_training_replays_the_logged_losses(train_problems):
     from transformers import AutoModelForCausalLM
 
-    assert [[name, layout, labels, steps, lr] for name, layout, labels, steps, lr in demo_train.PRM_PHASES] == [
+    assert [[name, layout, labels, steps, lr] for name, layout, labels, steps, lr in demo_prm.PRM_PHASES] == [
         [name, phase["layout"], phase["labels"], phase["steps"], phase["peak_lr"]] for name, phase in LOG["prm"]["phases"].items()
     ]
 
@@ -187,8 +188,8 @@ def test_prm_training_replays_the_logged_losses(train_problems):
         # comparable (and building their conversations alone takes minutes)
         policy = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
         log: dict = {}
-        demo_train.train_prm(train_problems, SEED, log, nudged_by_one_ulp(policy) if nudge else policy,
-                             phases=demo_train.PRM_PHASES[:1], run_steps=20)
+        demo_prm.train_prm(train_problems, SEED, log, nudged_by_one_ulp(policy) if nudge else policy,
+                             phases=demo_prm.PRM_PHASES[:1], run_steps=20)
         return log["prm"]["phases"]["A"]["losses_first_20"]
 
     assert_replays(replay(False), replay(True), LOG["prm"]["phases"]["A"]["losses_first_20"])
@@ -198,12 +199,12 @@ def test_prm_training_replays_the_logged_losses(train_problems):
 def test_k_robust_training_replays_the_logged_losses_and_k_draws(train_problems, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    robust = LOG[demo_train.K_ROBUST_KEY]
+    robust = LOG[demo_policy.K_ROBUST_KEY]
 
     def replay() -> tuple[list[float], list[int]]:
         log: dict = {}
-        demo_train.train_policy(train_problems, robust["steps"], SEED, log, run_steps=20,
-                                expert_counts=demo_train.K_ROBUST_COUNTS, log_key="robust")
+        demo_policy.train_policy(train_problems, robust["steps"], SEED, log, run_steps=20,
+                                expert_counts=demo_policy.K_ROBUST_COUNTS, log_key="robust")
         return log["robust"]["losses_first_20"], log["robust"]["drawn_k_first_20"]
 
     replayed, drawn = replay()

@@ -3,16 +3,16 @@
 raw math-verify with each table's own arguments."""
 
 import json
-import pathlib
 
 import pytest
 
 from lm_eval_moe.scoring import check_math, check_numeric
 from lm_eval_moe.scoring.equivalence import answer_parts, parse_number
 from lm_eval_moe.scoring.extract import extract_math_answer, final_box_group
+from conftest import BENCHMARK_DATA
 
 CASES = [json.loads(line) for line in
-         (pathlib.Path(__file__).parent / "data" / "math_verify" / "cases.jsonl").read_text().splitlines()]
+         (BENCHMARK_DATA / "math_verify" / "cases.jsonl").read_text().splitlines()]
 
 
 def _raw_with_table_arguments(case: dict) -> bool:

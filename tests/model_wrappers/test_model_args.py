@@ -1,10 +1,8 @@
 """Each method's settings: parsed and checked before any checkpoint is opened, honoured or refused (never
-silently replaced), with one grammar for k and K; and the package layering the settings redesign keeps."""
+silently replaced), with one grammar for k and K."""
 
-import ast
 import dataclasses
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +13,6 @@ from lm_eval_moe.model_wrappers.moe_reroute import MoERerouteLM
 from lm_eval_moe.model_wrappers.moe_search import MoEDESLM, MoESearchLM
 from lm_eval_moe.search.settings import SearchSettings
 
-REPO = Path(__file__).resolve().parents[1]
 MISSING = "/nonexistent/checkpoint/that/would/fail/to/load"
 
 
@@ -180,75 +177,3 @@ def test_rerouting_stops_on_the_generation_configs_end_of_turn(tiny_model_dir):
         lm.eos_ids.add(first_token)
         response = lm.generate_until([_request({"until": [], "max_gen_toks": 12, "do_sample": False})])[0]
         assert response.meta["cost"]["generated_tokens"] == 1, lm.model_name
-
-
-# ---------------------------------------------------------------- layering
-
-#: lower layers first; a module may import its own layer and those before it, never one after it
-LAYERS = [
-    {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problem_identity", "provenance", "logs", "resources"},
-    {"moe"},
-    {"cost", "run_record"},
-    {"generation"},
-    {"scoring", "verifiers"},
-    {"reroute", "search"},
-    {"leaderboard"},
-    {"demo", "testing"},
-    {"cli", "model_wrappers", "tasks", "recipes", "reproduce"},
-]
-PACKAGE_DIRS = {"model_wrappers": REPO / "model_wrappers", "tasks": REPO / "tasks", "recipes": REPO / "recipes"}
-
-
-def _modules():
-    roots = [(REPO / "lm_eval_moe", "lm_eval_moe"), *((path, f"lm_eval_moe.{name}") for name, path in PACKAGE_DIRS.items())]
-    for root, package in roots:
-        for path in root.rglob("*.py"):
-            parts = path.relative_to(root).with_suffix("").parts
-            yield package + "".join(f".{p}" for p in parts if p != "__init__"), path
-
-
-def _unit(module: str) -> str:
-    """The layer unit of a module: lm_eval_moe.<top>."""
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "lm_eval_moe"
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            base = module.rsplit(".", node.level)[0] + "." + node.module if node.level else node.module
-            found.add(base)
-    return {name for name in found if name.startswith("lm_eval_moe.")}
-
-
-def test_no_module_imports_a_higher_layer_and_no_package_cycle():
-    rank = {unit: index for index, layer in enumerate(LAYERS) for unit in layer}
-    edges: dict[str, set[str]] = {}
-    upward = []
-    for module, path in _modules():
-        if "_lm_eval_hook" in module or module == "lm_eval_moe":
-            continue
-        source = _unit(module)
-        for target in _imports(path, module):
-            unit = _unit(target)
-            if unit in ("lm_eval_moe", "_lm_eval_hook") or unit == source:
-                continue
-            edges.setdefault(source, set()).add(unit)
-            if rank[unit] > rank[source]:
-                upward.append(f"{module} -> {target}")
-    assert upward == []
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})) for nxt in edges.get(start, ()))
-
-    assert [unit for unit in edges if reaches(unit, unit, {unit})] == []
-    assert "demo" not in {u for source, targets in edges.items() if source not in ("tasks", "testing") for u in targets}
-
-
-def test_model_classes_only_translate():
-    sizes = {path.name: len(path.read_text().splitlines()) for path in (REPO / "model_wrappers").glob("moe_*.py")}
-    assert sizes["moe_search.py"] < 200, sizes

@@ -61,7 +61,7 @@ def test_a_step_ends_at_the_delimiter():
 
     from lm_eval_moe.checkpoints import resolve_checkpoint
     from lm_eval_moe.demo.arith import problems
-    from lm_eval_moe.demo.train import DIFFICULTY, policy_text
+    from lm_eval_moe.demo.policy import DIFFICULTY, policy_text
 
     model = AutoModelForCausalLM.from_pretrained(resolve_checkpoint("tiny-arith-moe"), dtype=torch.float32)
     moe = attach(model)

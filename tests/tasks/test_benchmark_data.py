@@ -2,8 +2,9 @@
 
 import hashlib
 import pathlib
+from conftest import BENCHMARK_DATA
 
-DATA = pathlib.Path(__file__).resolve().parent / "data"
+DATA = BENCHMARK_DATA
 
 
 def _listed() -> dict[str, str]:
