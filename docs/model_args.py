@@ -21,9 +21,10 @@ Every class checks its model args before it opens any checkpoint: an unknown arg
 valid name, a bad value with what is allowed, a near miss of a shipped checkpoint name with the right one, and,
 from the model's config alone, an unsupported family or a k outside 1..routed experts. All of lm-eval's `hf`
 model args work too (`pretrained`, `dtype`, `batch_size`, `device_map`, `parallelize`, `trust_remote_code`,
-`peft`, ...), and every class takes `response_cache=<folder>` (resume a killed run) and
-`allow_request_cache=true` (accept lm-eval's `--use_cache`). "load" marks a setting fixed by what was loaded:
-a sweep (`lm-eval-moe sweep`) cannot vary it on one loaded model.
+`peft`, ...), and every class takes `response_cache=<folder>` (resume a killed run; keyed on the run's
+identity: `lm_eval_moe/run_identity.py`; lm-eval's own `--use_cache` is refused, its key is blind to model args
+and weights). "load" marks a setting fixed by what was loaded: a sweep (`lm-eval-moe sweep`) cannot vary it on
+one loaded model.
 """
 
 

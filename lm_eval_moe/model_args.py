@@ -75,6 +75,11 @@ class ModelArgSettings:
                 found.append((field.name, [value] if kind == "k" else list(value)))
         return found
 
+    def loaded_files(self) -> dict[str, Any]:
+        """What the method loads besides the policy (a verifier, a reference set), by role: part of the run's
+        identity (``lm_eval_moe/run_identity.py``), by content."""
+        return {}
+
     def is_given(self, name: str) -> bool:
         """Whether the user gave the model arg ``name``."""
         return name in self.given_args

@@ -12,7 +12,6 @@ responses. The run's totals, generation settings and response cache are its :cla
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import inspect
 import logging
 from collections import Counter
@@ -28,11 +27,12 @@ from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import eos_token_ids
 from lm_eval_moe.generation.sampling import derived_seed
 from lm_eval_moe.logs import follow_lm_eval
-from lm_eval_moe.model_args import ModelArgError, expert_count_label, parse_bool, refuse_unknown
+from lm_eval_moe.model_args import ModelArgError, expert_count_label, refuse_unknown
 from lm_eval_moe.moe import attach
 from lm_eval_moe.moe.families import check_checkpoint_config
 from lm_eval_moe.moe.settings import RoutingSettings
-from lm_eval_moe.provenance import provenance, software
+from lm_eval_moe.provenance import provenance
+from lm_eval_moe.run_identity import digest, model_identity
 from lm_eval_moe.response import PADDING, MoEResponse
 from lm_eval_moe.response_cache import ResponseCache, ResponseCacheError
 from lm_eval_moe.run_record import Generated, RunRecord
@@ -47,7 +47,7 @@ FROM_PRETRAINED_ARGS = (
 )
 HFLM_ARGS = tuple(name for name in inspect.signature(HFLM.__init__).parameters if name not in ("self", "kwargs"))
 #: model args of the run itself, not of the method
-RUN_ARGS = ("allow_request_cache", "response_cache")
+RUN_ARGS = ("response_cache",)
 
 
 def request_seed(seed: int, request: Instance, repeat: int) -> int:
@@ -102,7 +102,6 @@ class MoEHFLMBase(HFLM):
         follow_lm_eval()
         args = {**self.default_model_args, **model_args}
         refuse_unknown(args, self.accepted_model_args(), self.model_name)
-        self._allow_request_cache = parse_bool("allow_request_cache", args.pop("allow_request_cache", False))
         self._response_cache_folder = str(args.pop("response_cache", "") or "")
         self.model_args = dict(args)  # what the responses depend on (part of the response cache's key)
         self._loaded_model_args = dict(args)  # a sweep point's settings override these, never another point's
@@ -156,7 +155,7 @@ class MoEHFLMBase(HFLM):
         self.moe.set_expert_count(settings.expert_count)
         self.build_method()
         self.run_record = RunRecord()
-        self.run_totals = None
+        self.run_totals = self._run_identity = None
         logger.info("%s: settings now %s", self.model_name, ", ".join(f"{k}={v}" for k, v in sorted(args.items())))
 
     # ---------------------------------------------------------------- lm-eval plumbing
@@ -175,14 +174,16 @@ class MoEHFLMBase(HFLM):
                     accelerator.device)
 
     def set_cache_hook(self, cache_hook: Any) -> None:
-        """Refuse lm-eval's ``--use_cache`` unless asked: its key ignores model args, so a run with
-        another expert_count or search setting would silently reuse stale outputs."""
-        if getattr(cache_hook, "dbdict", None) is not None and not self._allow_request_cache:
+        """Refuse lm-eval's ``--use_cache``: its key is (prompt, gen_kwargs) alone, blind to the model args, the
+        checkpoint's weights and the code, so it would return another setting's responses as this one's (a
+        rerun at expert_count=1 returned the k=2 answers, with zero cost). ``response_cache`` is the cache that
+        keys on all of it."""
+        if getattr(cache_hook, "dbdict", None) is not None:
             raise ModelArgError(
-                "lm-eval's --use_cache keys responses on (prompt, gen_kwargs) only, not on model args such as "
-                "expert_count or search settings, so a cache written under other settings would be reused "
-                "silently. To resume runs use the model arg response_cache=<folder> (keyed on every setting and "
-                "the package version); or use one --use_cache path per setting and pass allow_request_cache=true."
+                "lm-eval's --use_cache keys responses on (prompt, gen_kwargs) only, not on the model args, the "
+                "checkpoint's weights or the code, so it would return responses another setting produced. Resume "
+                "runs with the model arg response_cache=<folder> instead: it keys every response on the run's "
+                "identity (lm_eval_moe/run_identity.py)."
             )
         super().set_cache_hook(cache_hook)
 
@@ -236,13 +237,23 @@ class MoEHFLMBase(HFLM):
         each record's ``index`` is its request's position in ``requests``."""
         raise NotImplementedError
 
+    @property
+    def run_identity(self) -> dict[str, Any]:
+        """What produces this model's responses (``lm_eval_moe/run_identity.py``), computed once per load or
+        sweep point; keys the response cache and goes into the results."""
+        if getattr(self, "_run_identity", None) is None:
+            settings = self.method_settings
+            self._run_identity = model_identity(
+                self.model_name, self.model_args, settings, self.checkpoint, self.model_args.get("revision"),
+                self.model_args.get("tokenizer"), {role: resolve_checkpoint(name, role)
+                                                  for role, name in settings.loaded_files().items()})
+        return self._run_identity
+
     def _open_response_cache(self) -> ResponseCache | None:
         if not self._response_cache_folder:
             return None
-        identity = {"model_class": self.model_name, "checkpoint": str(self.checkpoint), "model_args": self.model_args,
-                    "settings": dataclasses.asdict(self.method_settings), "lm_eval_moe": software()}
         try:
-            return ResponseCache(self._response_cache_folder, identity, self.rank)
+            return ResponseCache(self._response_cache_folder, self.run_identity, self.rank)
         except (OSError, ResponseCacheError) as error:
             raise ModelArgError(f"model arg response_cache={self._response_cache_folder}: {error}") from None
 
@@ -270,6 +281,7 @@ class MoEHFLMBase(HFLM):
                 "attention_layers": self.cost_model.attention_layers,
             },
             "totals": getattr(self, "run_totals", None) or self.run_record.report(),
+            "run_identity": {**self.run_identity, "digest": digest(self.run_identity)},
             "provenance": provenance(),
         }
         return info

@@ -10,6 +10,7 @@ from conftest import REPO
 #: lower layers first; a module may import its own layer and those before it, never one after it
 LAYERS = [
     {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problem_identity", "provenance", "logs",
+     "run_identity",
      "resources"},
     {"moe"},
     {"cost", "run_record"},

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
@@ -51,12 +50,7 @@ def test_models_resolve_in_this_environment():
 def test_hook_costs_little_at_interpreter_start():
     """The .pth hook must not import lm_eval or torch on every Python start."""
     out = _python_check(sys.executable, "import sys; print('lm_eval' in sys.modules, 'torch' in sys.modules)")
-    assert out.split() == ["False", "False"]
-    start = time.perf_counter()
-    for _ in range(5):
-        _python_check(sys.executable, "pass")
-    per_start = (time.perf_counter() - start) / 5
-    assert per_start < 1.0  # a .pth that imported lm_eval eagerly would cost seconds on this machine
+    assert out.split() == ["False", "False"]  # its time: benchmarks/bench_hook_import.py
 
 
 def test_the_pth_line_imports_only_the_hook():

@@ -8,7 +8,9 @@ beside the published ones.
     lm-eval-moe reproduce des_main --report                        # the table from what has finished
     lm-eval-moe reproduce demo --limit 50                          # the tiny shipped models, offline
 
-Runs write to ``<output>/<run id>/``; a run whose results are there is skipped. Runs that share a model load
+Runs write to ``<output>/<run id>/``; a run whose results were produced with its identity now (weights, code,
+settings, limit: ``lm_eval_moe/run_identity.py``) is skipped (a run in an lm_eval process of its own: when its
+results are there). Runs that share a model load
 (same model, checkpoint, PRM and other load-time args, same lm_eval flags) go to one ``lm-eval-moe sweep``
 (its plan in ``<output>/_plans/``): the model and its PRM are loaded once for all of them, and the sweep
 resumes from its response caches. ``--launcher`` replaces ``python -m lm_eval`` (e.g. ``"accelerate launch
@@ -88,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.report:
         lines = []
         grouped = not (args.launcher or args.one_run_per_process)
-        plans, alone = sweep_groups([s for s in pending if not s.prepare], output, args.limit) if grouped else ([], [])
+        # grouped runs go to their sweep whether or not results are there: the sweep keeps a point only when its
+        # results were produced with the point's identity now (same weights, code, settings, limit)
+        plans, alone = sweep_groups([s for s in specs if not s.prepare], output, args.limit) if grouped else ([], [])
         single = {s.run_id for s in alone} | {s.run_id for s in pending if s.prepare or not grouped}
         alone = [s for s in pending if s.run_id in single]  # in the recipe's order
         for plan in plans:
@@ -115,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
         for plan in plans:
             for point in plan["points"]:
                 if point["include_path"] and (not args.dry_run or args.jobs):
-                    write_task_variant(next(s for s in pending if s.run_id == point["name"]), output)
-        print(f"  {len(specs) - len(pending)} finished, {len(pending)} to run"
-              + (f" ({len(plans)} model load(s) shared by {sum(len(p['runs']) for p in plans)} runs)" if plans else ""))
+                    write_task_variant(next(s for s in specs if s.run_id == point["name"]), output)
+        print(f"  {len(specs) - len(pending)} with results, {len(pending)} without"
+              + (f"; {len(plans)} model load(s) shared by {sum(len(p['runs']) for p in plans)} runs, each sweep "
+                 "keeping only results of the same identity" if plans else ""))
         if args.dry_run or args.jobs:
             for _, _, _, line in lines:
                 print(line)

@@ -37,6 +37,22 @@ def text_config(config: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+#: config attributes holding the model's own k, across the supported families
+TOP_K_ATTRIBUTES = ("num_experts_per_tok", "num_experts_per_token", "moe_k", "moe_topk", "top_k")
+
+
+def default_top_k(config: Any) -> int | None:
+    """The model's own k (the smallest, if the config lists one per layer), read from a transformers config."""
+    text = text_config(config)
+    for name in TOP_K_ATTRIBUTES:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+            return min(value)
+    return None
+
+
 def routed_experts(config: Any) -> int | None:
     """Routed experts per MoE layer, read from a transformers config (None if the config does not say)."""
     text = text_config(config)

@@ -3,18 +3,27 @@
 memory and writes an ordinary lm-eval results folder (``results_*.json`` and, with ``log_samples``, the
 sample files) that ``leaderboard``, ``regress`` and ``reproduce --report`` read like any other run.
 
-A point whose folder already reports all its tasks is skipped, and every point keeps its finished responses
-in ``<output>/_responses/<point>`` (the models' ``response_cache``), so a killed sweep resumes where it
-stopped with the same command.
+A point is finished when its folder reports all its tasks AND holds the identity it was run with
+(``run_identity.json``: the model's run identity, ``lm_eval_moe/run_identity.py``, plus the point's tasks,
+limit, few-shot and generation settings, seeds and other lm-eval flags) equal to the point's identity now. A
+point whose identity changed (a larger ``--limit``, new weights copied into the same checkpoint folder, an
+edited package) is run again: its old folder is moved to ``<output>/_replaced/`` and the log names what
+changed. Every point keeps its finished responses in ``<output>/_responses/<point>`` (the models'
+``response_cache``, keyed on the same identity), so a killed sweep resumes where it stopped with the same
+command.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lm_eval_moe.run_identity import checkpoint_identity, differences, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +46,51 @@ def _args_text(args: dict[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in args.items())
 
 
-def finished(point: Point, output: Path) -> bool:
-    """Its folder holds a results file that reports every one of its tasks."""
-    for path in sorted((output / point.name).rglob("results_*.json")):
+IDENTITY_FILE = "run_identity.json"
+
+
+def point_identity(model_class: Any, model_args: dict[str, str], point: Point) -> dict[str, Any]:
+    """What a point's results depend on: the model's run identity under the point's settings, and its lm-eval
+    evaluation (tasks and their own definitions, limit, few-shot, generation kwargs, seeds and flags)."""
+    from lm_eval_moe.checkpoints import resolve_checkpoint
+
+    settings_type = model_class.settings_type
+    args = {**model_class.default_model_args, **model_args, **point.overrides}
+    settings = settings_type.from_model_args({key: value for key, value in args.items()
+                                             if key in settings_type.arg_names()})
+    identity = model_identity(model_class.model_name, args, settings, resolve_checkpoint(args.get("pretrained")),
+                              args.get("revision"), args.get("tokenizer"),
+                              {role: resolve_checkpoint(name, role) for role, name in settings.loaded_files().items()})
+    evaluation = {key: value for key, value in dataclasses.asdict(point).items() if key not in ("name", "overrides")}
+    evaluation["include_path"] = [checkpoint_identity(path) for path in point.include_path]
+    return {**identity, "evaluation": evaluation}
+
+
+def finished(point: Point, output: Path, identity: dict[str, Any]) -> bool:
+    """Its folder reports every one of its tasks and holds this identity. Results of another identity are moved
+    aside (``<output>/_replaced/``), saying what changed: never kept as this point's."""
+    folder = output / point.name
+    reported: set[str] = set()
+    for path in sorted(folder.rglob("results_*.json")):
         try:
-            reported = set(json.loads(path.read_text()).get("results", {}))
+            reported |= set(json.loads(path.read_text()).get("results", {}))
         except (json.JSONDecodeError, OSError):
             continue
-        if set(point.tasks) <= reported:
-            return True
+    if not folder.exists() or not set(point.tasks) <= reported:
+        return False
+    try:
+        stored = json.loads((folder / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        stored = {}
+    if stored == identity:
+        return True
+    changed = differences(stored, identity) if stored else ["no run_identity.json (run before identities were kept)"]
+    replaced = output / "_replaced" / f"{point.name.replace('/', '_')}.{time.strftime('%Y%m%d-%H%M%S')}"
+    replaced.parent.mkdir(parents=True, exist_ok=True)
+    folder.rename(replaced)
+    logger.warning("sweep: point %s was run with another identity (%s): running it again; the old results are in %s",
+                   point.name, "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else ""),
+                   replaced)
     return False
 
 
@@ -76,13 +121,15 @@ def run_points(model: str, model_args: dict[str, str], points: list[Point], outp
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
-    todo = [point for point in points if not finished(point, output)]
-    logger.info("sweep: %d of %d points finished before, %d to run", len(points) - len(todo), len(points), len(todo))
+    model_class = get_model(model)
+    for point in points:
+        check_point(model_class, model_args, point)
+    identities = {point.name: point_identity(model_class, model_args, point) for point in points}
+    todo = [point for point in points if not finished(point, output, identities[point.name])]
+    logger.info("sweep: %d of %d points finished before with the same identity, %d to run",
+                len(points) - len(todo), len(points), len(todo))
     if not todo:
         return []
-    model_class = get_model(model)
-    for point in todo:
-        check_point(model_class, model_args, point)
     lm = model_class(**model_args)
     logger.info("sweep: %s loaded once for %d points", model, len(todo))
     written = []
@@ -104,5 +151,7 @@ def run_points(model: str, model_args: dict[str, str], points: list[Point], outp
         tracker.save_results_aggregated(results=results, samples=samples)
         for task in results["configs"] if samples else []:
             tracker.save_results_samples(task_name=task, samples=samples[task])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / IDENTITY_FILE).write_text(json.dumps(identities[point.name], indent=1, sort_keys=True, default=str))
         written.append(folder)
     return written

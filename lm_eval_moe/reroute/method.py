@@ -53,5 +53,5 @@ class RerouteMethod:
     def report(self) -> dict[str, Any]:
         """The rerouting settings in force (reported with the results)."""
         names = ("steps", "lr", "interval", "layer_selection", "layer_fraction", "layer_weighting", "confidence_order",
-                 "weight_decay", "eps", "loss_window", "gradient_checkpointing", "seed")
+                 "weight_decay", "eps", "loss_window", "loss_reduction", "gradient_checkpointing", "seed")
         return {name: getattr(self.settings, name) for name in names}

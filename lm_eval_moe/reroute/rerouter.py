@@ -72,11 +72,13 @@ def left_padded(contexts: Sequence[Sequence[int]], pad_id: int, device: torch.de
     return ids, mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-def _row_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy per row over positions whose input and target are real tokens."""
+def _row_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy per row over positions whose input and target are real tokens: their mean, or
+    their sum (``reduction``). Rows are summed for the backward, so no row's gradient depends on another's."""
     valid = (mask[:, :-1] * mask[:, 1:]).float()
     losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-    return (losses * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+    summed = (losses * valid).sum(dim=1)
+    return summed if reduction == "sum" else summed / valid.sum(dim=1).clamp_min(1)
 
 
 @contextlib.contextmanager
@@ -144,14 +146,14 @@ class Rerouter:
                                                 config.confidence_order,
                                                 random_layer_rank([seeds[r] for r in rows], self.moe.num_layers))
                         scale[rows] = weights
-                    row_losses = _row_losses(logits, loss_ids, loss_mask)
+                    row_losses = _row_losses(logits, loss_ids, loss_mask, config.loss_reduction)
                     # inside the bias context: checkpointed layers recompute their routing in backward
                     row_losses.sum().backward()
             if config.layer_weighting == "gradient":  # Eq. 7 / Algorithm 1: Adam on w_l * gradient
                 deltas.grad.mul_(scale.to(deltas.grad).unsqueeze(-1))
-                optimizer.step(active)
-            else:  # Section 3.3: each layer's step scaled by w_l
-                optimizer.step(scale)
+                optimizer.step(active, frozen=(active * scale) == 0)  # unselected layers stay where they are
+            else:  # Section 3.3: each layer's step scaled by w_l (its learning rate, so its Adam state moves)
+                optimizer.step(scale, frozen=active == 0)
             losses.append(row_losses.detach().cpu())
             for position, row in enumerate(rows):
                 tokens = int(mask[position].sum())

@@ -7,6 +7,7 @@ decay 1e-8); ``layer_fraction`` (r of hard selection and of the ablations) is ou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lm_eval_moe.model_args import (
     ModelArgError, ModelArgSettings, arg, choice, optional_positive_int, parse_bool, parse_float, parse_int,
@@ -31,6 +32,8 @@ class RerouteSettings(ModelArgSettings):
     weight_decay: float = arg(1e-8, parse_float, "Adam weight decay")
     eps: float = arg(1e-5, parse_float, "Adam eps")
     loss_window: int | None = arg(None, optional_positive_int, "loss over the last W context tokens only")
+    loss_reduction: str = arg("mean", choice("mean", "sum"),
+                              "each sample's next-token loss: mean over its tokens, or sum (the paper's -sum log p)")
     gradient_checkpointing: bool = arg(False, parse_bool, "recompute decoder layers in the backward pass")
     seed: int = arg(1234, parse_int, "seed of sampling and of random layer selection (per document)")
     pathway_stats: bool = arg(False, parse_bool, "diagnostic: expert-pathway edit distance and router confidence "
@@ -51,6 +54,9 @@ class C3POSettings(ModelArgSettings):
     alpha: float = arg(0.5, parse_float, "weight of the neighbours' routing in the mix, in [0, 1]")
     neighbours: int = arg(3, positive_int, "nearest references averaged")
     bandwidth: float = arg(0.1, parse_float, "kernel bandwidth: weights exp(cosine / bandwidth)")
+
+    def loaded_files(self) -> dict[str, Any]:
+        return {"references": self.references}
 
     def __post_init__(self) -> None:
         if not self.references:

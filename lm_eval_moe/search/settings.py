@@ -22,7 +22,7 @@ from lm_eval_moe.model_args import (
     ExpertCount, ModelArgError, arg, arg_names, choice, optional_positive_int, optional_text, parse_bool,
     parse_expert_count_set, parse_float, parse_int, per_layer, positive_int, take_settings,
 )
-from lm_eval_moe.moe.settings import RoutingSettings
+from lm_eval_moe.moe.settings import RoutingSettings, default_top_k, routed_experts
 from lm_eval_moe.reroute.settings import RerouteSettings
 from lm_eval_moe.search.common import FINAL_RULES, SearchConfig
 from lm_eval_moe.search.strategies import STRATEGIES, STRATEGY_SPECIFIC
@@ -33,7 +33,7 @@ from lm_eval_moe.verifiers.settings import VERIFIER_FREE, VerifierSettings
 SAMPLING_ARGS = ("temperature", "top_p", "top_k")
 #: settings of the first rerouting phase that ``reroute=true`` runs on each prompt (reroute_<name>)
 REROUTE_PRIMING = ("steps", "lr", "layer_selection", "layer_fraction", "layer_weighting", "confidence_order",
-                   "weight_decay", "eps", "loss_window", "gradient_checkpointing")
+                   "weight_decay", "eps", "loss_window", "loss_reduction", "gradient_checkpointing")
 
 
 def _delimiter(name: str, value: object) -> str:
@@ -104,8 +104,30 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
             raise ModelArgError("reroute=true needs router-logit biases, which backend=vllm does not have: use backend=hf")
         if self.backend == "vllm" and self.is_given("prompt_expert_count"):
             raise ModelArgError("backend=vllm reads every prefix under its path's k: prompt_expert_count=path only")
+        uses_k_set = "expert_counts" in rules.uses
+        if uses_k_set and self.expert_counts is not None:
+            self._check_budget_covers(len(self.expert_counts), "expert_counts")
+        if self.strategy == "weighted_best_of_n" and self.verifier == "majority":
+            raise ModelArgError("strategy=weighted_best_of_n weights votes by verifier scores: verifier=majority has "
+                                "none (use self_consistency, or a PRM)")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise ModelArgError(f"temperature={self.temperature} must be >= 0 and top_p={self.top_p} in (0, 1]")
+
+    def _check_budget_covers(self, members: int, source: str) -> None:
+        """Every k of K must get a path: with N < |K| the first round leaves some k out (``rounding=floor``:
+        all of them), while the results would claim K."""
+        if self.budget < members:
+            raise ModelArgError(f"budget={self.budget} is below the {members} expert counts of K ({source}): "
+                                f"strategy={self.strategy} gives each k at least one path, so some k would never "
+                                f"run; use budget >= {members} or a smaller K")
+
+    def check_against(self, config: Any) -> None:
+        """Every k in range (RoutingSettings), and a budget that covers the default K the model's k implies."""
+        super().check_against(config)
+        if "expert_counts" in STRATEGIES[self.strategy].uses and self.expert_counts is None:
+            k, experts = default_top_k(config), routed_experts(config)
+            if k is not None and experts is not None:
+                self._check_budget_covers(len(default_expert_count_set(k, experts)), f"the default around k={k}")
 
     def sampling(self, request: dict[str, Any]) -> tuple[SamplingConfig, bool]:
         """The sampling of a request with these generation kwargs, and whether it is the model args' own: a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lm_eval_moe.model_args import (
     ModelArgError, ModelArgSettings, arg, choice, optional_text, parse_bool, positive_int,
@@ -27,6 +28,13 @@ class VerifierSettings(ModelArgSettings):
     verifier_dtype: str | None = arg(None, optional_text, "dtype of the PRM (default: auto)", load_time=True)
     verifier_batch_size: int = arg(8, positive_int, "PRM batch size", load_time=True)
     verifier_trust_remote_code: bool = arg(False, parse_bool, "run the PRM's own modelling code", load_time=True)
+
+    def loaded_files(self) -> dict[str, Any]:
+        from lm_eval_moe.checkpoints import resolve_checkpoint
+
+        if self.verifier in (None, *VERIFIER_FREE):
+            return {}
+        return {"verifier": resolve_checkpoint(self.verifier, "verifier")}
 
     def __post_init__(self) -> None:
         if self.verifier in VERIFIER_FREE and (self.verifier_type or self.verifier_device or self.verifier_dtype):

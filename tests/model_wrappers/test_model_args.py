@@ -43,7 +43,7 @@ def test_a_misspelt_shipped_name_suggests_the_right_one_at_once():
     start = time.monotonic()
     with pytest.raises(ModelArgError, match=r"pretrained='tiny-arith-mo'.*did you mean 'tiny-arith-moe'"):
         MoEDESLM(pretrained="tiny-arith-mo", verifier="majority", device="cpu")
-    assert time.monotonic() - start < 5  # no hub retries
+    assert time.monotonic() - start < 30  # no hub retries (those take minutes)
 
 
 def test_an_unsupported_family_is_refused_from_its_config_alone(tmp_path):
@@ -150,7 +150,7 @@ def test_the_prm_follows_the_policys_device(tiny_model_dir, qwen_prm_dir, monkey
     seen = {}
     real = method.load_verifier
     monkeypatch.setattr(method, "load_verifier", lambda spec, **kwargs: seen.update(kwargs) or real(spec, **kwargs))
-    lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=2, keep=1, device="cpu")
+    lm = MoEDESLM(pretrained=str(tiny_model_dir), verifier=str(qwen_prm_dir), budget=5, keep=1, device="cpu")
     assert seen["device"] is not None and torch.device(seen["device"]) == torch.device(lm.device)
     assert lm.method.verifier.device == torch.device(lm.device)
 

@@ -102,3 +102,35 @@ def test_a_point_overrides_the_loaded_settings_not_the_previous_points(tiny_mode
     assert "expert_counts" not in lm.model_args and lm.model_args["budget"] == "8"
     lm.reconfigure({})
     assert lm.method_settings.budget == 4  # as loaded
+
+
+def test_a_point_run_with_another_identity_is_run_again(tmp_path, tiny_task_dir, caplog):
+    """Rerun with --limit 3 after --limit 2, or with new weights in the same folder: the sweep said "0 to run",
+    kept the old results and exited 0."""
+    import shutil
+
+    from lm_eval_moe.reproduce.sweep import Point, run_points
+    from lm_eval_moe.testing import save_tiny_moe
+
+    folder = save_tiny_moe(tmp_path / "checkpoint", "olmoe", seed=0)
+    output = tmp_path / "sweep"
+    args = {"pretrained": str(folder), "device": "cpu"}
+
+    def point(limit: int) -> Point:
+        return Point("expert_count-1", {"expert_count": "1"}, ["moe_test_echo"], limit=limit,
+                     include_path=[str(tiny_task_dir)])
+
+    assert len(run_points("moe_hf", args, [point(2)], output)) == 1
+    assert run_points("moe_hf", args, [point(2)], output) == []  # the same identity: kept
+    with caplog.at_level("WARNING"):
+        assert len(run_points("moe_hf", args, [point(3)], output)) == 1
+    assert "evaluation.limit: 2 -> 3" in caplog.text
+    (results,) = (output / "expert_count-1").rglob("results_*.json")
+    assert json.loads(results.read_text())["config"]["limit"] == 3
+    assert len(list((output / "_replaced").iterdir())) == 1
+    for weights in save_tiny_moe(tmp_path / "retrained", "olmoe", seed=5).glob("*.safetensors"):
+        shutil.copy(weights, folder / weights.name)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert len(run_points("moe_hf", args, [point(3)], output)) == 1
+    assert "checkpoint.sha256" in caplog.text

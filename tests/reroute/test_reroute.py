@@ -37,6 +37,24 @@ def test_scaled_adam_is_torch_adam_at_scale_one():
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
 
 
+def test_a_frozen_row_keeps_its_delta_and_its_adam_state():
+    """Hard selection with layer_weighting=gradient: a layer selected in an earlier phase and not in this one
+    stays where it is (Eq. 7); torch's Adam, handed its zero weighted gradient, kept moving it on momentum."""
+    delta = torch.zeros(1, 2, 3, requires_grad=True)
+    adam = ScaledAdam(delta, 0.05)
+    for _ in range(3):  # phase 1: both layers selected
+        delta.grad = torch.ones(1, 2, 3)
+        adam.step(torch.ones(1, 2))
+    before, state = delta.detach().clone(), (adam.exp_avg.clone(), adam.exp_avg_sq.clone(), adam.steps.clone())
+    frozen = torch.tensor([[False, True]])  # phase 2: layer 1 not selected
+    for _ in range(3):
+        delta.grad = torch.ones(1, 2, 3) * torch.tensor([1.0, 0.0]).view(1, 2, 1)  # w_l * gradient
+        adam.step(torch.ones(1, 2), frozen=frozen)
+    assert torch.equal(delta.detach()[0, 1], before[0, 1]) and not torch.equal(delta.detach()[0, 0], before[0, 0])
+    assert torch.equal(adam.exp_avg[0, 1], state[0][0, 1]) and torch.equal(adam.exp_avg_sq[0, 1], state[1][0, 1])
+    assert adam.steps.tolist() == [[6.0, 3.0]]
+
+
 @pytest.mark.parametrize("steps, lr", [(0, 0.05), (3, 0.0)])
 def test_without_updates_generation_is_plain_greedy(steps, lr):
     rr, tok = rerouter(steps=steps, lr=lr, interval=4)

@@ -33,9 +33,7 @@ PATHOLOGICAL = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
-def test_extraction_is_linear_on_pathological_text(name):
-    text = PATHOLOGICAL[name]
+def _read_everything(text: str) -> float:
     start = time.perf_counter()
     extract_math_answer(text)
     extract_choice(text)
@@ -43,7 +41,17 @@ def test_extraction_is_linear_on_pathological_text(name):
     for check in CHECKERS.values():
         check(text, "7")
     check_math(text, "1, 2")  # a gold of several parts: the final boxes are read as one answer
-    assert time.perf_counter() - start < 2.0, name
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_extraction_is_linear_on_pathological_text(name):
+    """Against ordinary text of the same length read in the same moment (a busy machine slows both): the
+    backtracking and rescanning these texts were built for made them hundreds of times slower."""
+    text = PATHOLOGICAL[name]
+    ordinary = ("We add 12 + 30 = 42, then check it.\n\n" * (len(text) // 37 + 1))[: len(text)]
+    baseline = min(_read_everything(ordinary) for _ in range(2))
+    assert _read_everything(text) < 20 * baseline + 1.0, name
 
 
 HOSTILE_ANSWERS = [
@@ -114,12 +122,12 @@ def test_math_check_time_bound_holds_in_any_thread(in_thread):
     if in_thread:
         thread = threading.Thread(target=run)
         thread.start()
-        thread.join(60)
+        thread.join(180)
         assert not thread.is_alive()
     else:
         run()
     verdict, seconds = results[0]
-    assert seconds < 15, seconds
+    assert seconds < 100, seconds  # sympy on 9^(9^9) would run for hours; the bound is 5 s plus the helper's start
     assert isinstance(verdict.correct, bool)
 
 

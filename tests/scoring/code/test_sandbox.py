@@ -130,7 +130,7 @@ def test_hostile_programs_are_contained(runner, name):
     start = time.monotonic()
     result = _run(runner, program)
     assert result.outcome in allowed, (name, result.outcome, result.detail)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 90  # the limits, a retry of a timeout and the clean-up, on a loaded machine
     assert _run(runner, GOOD).outcome == "passed"
 
 

@@ -19,8 +19,9 @@ from lm_eval_moe.scoring.code.judge import short_repr
 
 LIMITS = Limits(cpu_seconds=3, wall_seconds=6, memory_bytes=1 << 30, processes=64, scratch_bytes=32 << 20)
 #: the verdict of a check comes at most this long after its wall-clock limit (docs/SANDBOX.md: the end of the
-#: check plus the parse of one message of at most response_bytes); generous, for a loaded machine
-MARGIN_S = 10.0
+#: check plus the parse of one message of at most response_bytes); generous, for a loaded machine: the faults
+#: these tests catch took minutes
+MARGIN_S = 30.0
 ADD = CodeProblem("add", "check_function", entry_point="add",
                   test_code="def check(candidate):\n    assert candidate(1, 2) == 3\n")
 GOOD = "def add(a, b):\n    return a + b\n"
