@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# one CPU thread unless you chose: the demo's matrices are tiny, and on a shared or busy machine torch's default of
+# one thread per core makes them wait on each other (README "Quickstart")
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
@@ -19,3 +22,4 @@ python -m pip install -q -e ".[test]"      # the package, plus pytest and matplo
 lm_eval --model moe_des \
   --model_args pretrained=tiny-arith-moe-anyk,verifier=tiny-arith-prm,budget=8,keep=2,max_steps=5,max_step_tokens=40,expert_counts=1-4 \
   --tasks moe_demo_arith --limit 50 --device cpu --batch_size 8 --log_samples --output_path results/quickstart
+echo "quickstart: expected exact_match 0.8400 ± 0.0524 and coverage 0.8600 (42 and 43 of 50 problems; the same on any machine)"

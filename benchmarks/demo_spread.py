@@ -30,7 +30,7 @@ def accuracy(seed: int, limit: int, folder: Path) -> float:
                     "--tasks", "moe_demo_arith", "--limit", str(limit), "--device", "cpu", "--batch_size", "8",
                     "--output_path", str(out)], check=True, env=env, capture_output=True)
     (results,) = out.rglob("results_*.json")
-    return json.loads(results.read_text())["results"]["moe_demo_arith"]["exact_match,none"]
+    return json.loads(results.read_text())["results"]["moe_demo_arith"]["exact_match,extract_answer"]
 
 
 def main() -> None:

@@ -9,12 +9,12 @@ __version__ = "0.1.0"
 def register() -> None:
     """Make lm-eval see our models and tasks in this process.
 
-    The installed ``lm_eval_moe.pth`` hook does this automatically when lm-eval is imported. Call it
-    yourself where ``.pth`` files are not run (``python -S``, embedded interpreters, some frozen or
+    The installed ``lm_eval_moe.pth`` hook (and its PEP 829 ``lm_eval_moe.start`` companion) does this
+    automatically when lm-eval is imported. Call it yourself where neither is run (``python -S``, embedded interpreters, some frozen or
     sandboxed environments): after ``import lm_eval_moe; lm_eval_moe.register()``, ``--model moe_des``
     and the ``moe_*`` tasks resolve as usual. Calling it twice registers nothing twice.
     """
-    from lm_eval_moe._lm_eval_hook import register_models, register_tasks
+    from lm_eval_moe._lm_eval_hook import AFTER_IMPORT
 
-    register_models()
-    register_tasks()
+    for action in AFTER_IMPORT.values():
+        action()

@@ -1,7 +1,7 @@
 """Lazy registration of lm_eval_moe's models and tasks with the stock ``lm_eval``.
 
-lm-eval 0.4.13 has no plugin discovery, so ``lm_eval_moe.pth`` calls :func:`install` at interpreter
-start. That only puts an import observer on ``sys.meta_path`` and imports nothing but this module
+lm-eval 0.4.13 has no plugin discovery, so ``lm_eval_moe.pth`` (and, on Pythons that run PEP 829 entry
+points instead of ``.pth`` import lines, ``lm_eval_moe.start``) calls :func:`install` at interpreter start. That only puts an import observer on ``sys.meta_path`` and imports nothing but this module
 (measured by ``benchmarks/bench_hook_import.py``: well under 2 ms); the observer waits until lm-eval's own
 modules are imported and then
 
@@ -9,11 +9,16 @@ modules are imported and then
   ``lm_eval.models`` first: lm-eval registers its built-ins only into an EMPTY registry, so
   registering ours first would hide ``hf``, ``dummy``, ...;
 * wraps ``TaskManager.__init__`` so that our packaged task folder is searched whenever lm-eval's
-  built-in tasks are, before the user's ``--include_path`` (which can therefore override ours).
+  built-in tasks are, before the user's ``--include_path`` (which can therefore override ours);
+* wraps ``simple_evaluate`` so that ``--gen_kwargs`` our model classes would not honour are refused before
+  any checkpoint loads (``model_wrappers/preflight.py``), and our tasks' ``higher_is_better`` lists only the
+  metrics they reported;
+* wraps ``make_table`` so that the printed table of our tasks shows the measures that apply to the run
+  (``lm_eval_moe/printed_results.py``); the results JSON keeps every metric.
 
 An lm-eval that discovers the ``lm_eval.models`` / ``lm_eval.tasks`` entry points itself (declared in
-setup.cfg) gets nothing from this hook for that group, so nothing is registered twice. Where ``.pth``
-files are not run (``python -S``, some embedded interpreters), call :func:`lm_eval_moe.register`.
+setup.cfg) gets nothing from this hook for that group, so nothing is registered twice. Where neither file is
+run (``python -S``, some embedded interpreters), call :func:`lm_eval_moe.register`.
 
 The hook never raises into the user's program; a failure to register is a visible warning.
 """
@@ -31,6 +36,8 @@ MODEL_TARGETS: dict[str, str] = {
 
 _REGISTRY_MODULE = "lm_eval.api.registry"
 _TASK_MANAGER_MODULE = "lm_eval.tasks.manager"
+_EVALUATOR_MODULE = "lm_eval.evaluator"
+_UTILS_MODULE = "lm_eval.utils"
 
 
 def tasks_dir():
@@ -97,9 +104,65 @@ def register_tasks() -> None:
     manager.TaskManager.__init__ = __init__
 
 
-_AFTER_IMPORT = {
+def wrap_simple_evaluate() -> None:
+    import functools
+    import inspect
+
+    from lm_eval import evaluator
+
+    original = evaluator.simple_evaluate
+    if getattr(original, "_lm_eval_moe_wrapped", False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def simple_evaluate(*args, **kwargs):
+        from lm_eval_moe.model_wrappers.preflight import check_run
+        from lm_eval_moe.printed_results import prune_higher_is_better
+
+        given = signature.bind_partial(*args, **kwargs).arguments
+        check_run(given.get("model"), given.get("model_args"), given.get("gen_kwargs"))
+        results = original(*args, **kwargs)
+        if isinstance(results, dict):
+            prune_higher_is_better(results)
+        return results
+
+    simple_evaluate._lm_eval_moe_wrapped = True  # type: ignore[attr-defined]
+    evaluator.simple_evaluate = simple_evaluate
+
+
+def wrap_make_table() -> None:
+    import functools
+
+    from lm_eval import utils
+
+    original = utils.make_table
+    if getattr(original, "_lm_eval_moe_wrapped", False):
+        return
+
+    @functools.wraps(original)
+    def make_table(result_dict, column: str = "results", sort_results: bool = False):
+        try:
+            from lm_eval_moe.printed_results import hidden_note, printed_view
+
+            view, note = printed_view(result_dict, column), hidden_note(result_dict, column)
+        except Exception as error:  # noqa: BLE001 - a table lm-eval can print beats none
+            import warnings
+
+            warnings.warn(f"lm_eval_moe could not shorten the results table ({error!r}); printing all of it",
+                          RuntimeWarning, stacklevel=2)
+            view, note = result_dict, ""
+        return original(view, column, sort_results) + note
+
+    make_table._lm_eval_moe_wrapped = True  # type: ignore[attr-defined]
+    utils.make_table = make_table
+
+
+AFTER_IMPORT = {
     _REGISTRY_MODULE: register_models,
     _TASK_MANAGER_MODULE: register_tasks,
+    _EVALUATOR_MODULE: wrap_simple_evaluate,
+    _UTILS_MODULE: wrap_make_table,
 }
 
 
@@ -123,7 +186,7 @@ class _AfterImportObserver:
     would cost milliseconds on every interpreter start.)"""
 
     def find_spec(self, fullname: str, path, target=None):
-        action = _AFTER_IMPORT.get(fullname)
+        action = AFTER_IMPORT.get(fullname)
         if action is None:
             return None
         for finder in sys.meta_path:
@@ -151,7 +214,7 @@ def install() -> None:
     """Entry point of the .pth file: register now if lm-eval is already loaded, else on import."""
     if any(isinstance(f, _AfterImportObserver) for f in sys.meta_path):
         return
-    for name, action in _AFTER_IMPORT.items():
+    for name, action in AFTER_IMPORT.items():
         if name in sys.modules:
             _run_visibly(action)
     sys.meta_path.insert(0, _AfterImportObserver())

@@ -24,8 +24,18 @@ SHIPPED = {
 }
 
 
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only mean a local folder: a hub id is ``name`` or ``org/name``, never absolute,
+    relative to ``.``/``..``/``~``, deeper than one slash, or under a folder that exists here."""
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or "\\" in name:
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
 def resolve_checkpoint(name: Any, arg: str = "pretrained") -> Any:
-    """The shipped folder for a short name; a path or hub id unchanged; a near miss of a short name refused."""
+    """The shipped folder for a short name; a path or hub id unchanged; a near miss of a short name, or a local
+    folder that does not exist, refused by name (transformers would call the latter a malformed repo id)."""
     if not isinstance(name, str):
         return name
     if name in SHIPPED:
@@ -36,6 +46,11 @@ def resolve_checkpoint(name: Any, arg: str = "pretrained") -> Any:
         return str(path)
     if Path(name).expanduser().exists():
         return name
+    if looks_like_a_path(name):
+        path = Path(name).expanduser().absolute()
+        missing = next((parent for parent in [*reversed(path.parents), path] if not parent.exists()), path)
+        raise ModelArgError(f"model arg {arg}={name!r}: no such folder ({path}; {missing} does not exist). "
+                            "A hub id has the form 'org/name'.")
     close = difflib.get_close_matches(name, SHIPPED, n=1, cutoff=0.8)
     if close:
         raise ModelArgError(f"model arg {arg}={name!r} is neither a folder nor a shipped checkpoint: did you mean "

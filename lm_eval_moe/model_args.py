@@ -100,17 +100,22 @@ def arg_names(cls: type, prefix: str = "") -> list[str]:
     return [prefix + field.name for field in dataclasses.fields(cls) if "parse" in field.metadata]
 
 
-def refuse_unknown(model_args: Iterable[str], accepted: Sequence[str], model_name: str) -> None:
-    """An error naming every unknown model arg, the closest valid one, and the valid ones."""
-    unknown = [name for name in model_args if name not in accepted]
-    if not unknown:
-        return
+def near_misses(unknown: Iterable[str], accepted: Iterable[str]) -> str:
+    """Each unknown name quoted, with the closest accepted one where a typo is likely."""
+    accepted = sorted(accepted)
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.75)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ModelArgError(f"unknown model arg(s) for {model_name}: {', '.join(hints)}. "
-                        f"Valid model args: {', '.join(sorted(accepted))}")
+    return ", ".join(hints)
+
+
+def refuse_unknown(model_args: Iterable[str], accepted: Sequence[str], model_name: str) -> None:
+    """An error naming every unknown model arg, the closest valid one, and the valid ones."""
+    unknown = [name for name in model_args if name not in accepted]
+    if unknown:
+        raise ModelArgError(f"unknown model arg(s) for {model_name}: {near_misses(unknown, accepted)}. "
+                            f"Valid model args: {', '.join(sorted(accepted))}")
 
 
 # ---------------------------------------------------------------- scalars

@@ -2,14 +2,15 @@
 
 lm-eval passes model outputs to the task's filters unchanged, so a ``str`` subclass
 (:class:`MoEResponse`) carries per-request facts (cost, chosen k, search candidates) from the model to
-the task. lm-eval logs filtered responses with ``str()``, which would drop those facts: the tasks'
-filters therefore turn each response into a :class:`SampleRecord`, a dict whose ``str()`` is its JSON,
-so ``--log_samples`` keeps every final candidate (``json.loads(sample["filtered_resps"][0][i])``).
+the task. The tasks' filters turn a request's responses into one :class:`FilteredResponse`: as text, what a
+stock task of the kind logs in ``filtered_resps`` (the extracted answer, the program that is run); as
+``.records``, one record per response (text, candidates, verdicts, cost, routing) for ``process_results``,
+which hands them on as the sample's ``moe_records`` (:data:`RECORDS_KEY`), so ``--log_samples`` keeps every
+final candidate without hiding the answer from lm-eval's tools.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,21 +43,41 @@ def real_responses(responses: Sequence[Any]) -> list[Any]:
     return [response for response in responses if not response_meta(response).get(PADDING)]
 
 
-class SampleRecord(dict):
-    """One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's
-    final candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``,
-    ``resources`` (its share of its batch's wall time and memory), ``routing``, ``search_steps`` (per
-    step of a step-wise search: expansions, k statistics, the k of each kept state) and ``pathways``
-    (rerouting with pathway_stats: edit distance, router confidence per layer); code tasks add each
-    program's ``execution``."""
+#: One response as the task scores and logs it: ``response`` (the text), ``candidates`` (a search's final
+#: candidates: text, expert_count, score, step_scores, step_count, finish_reason, answer), ``cost``,
+#: ``resources`` (its share of its batch's wall time and memory), ``routing``, ``search_steps`` (per step of a
+#: step-wise search: expansions, k statistics, the k of each kept state) and ``pathways`` (rerouting with
+#: pathway_stats: edit distance, router confidence per layer); answer tasks add each text's ``verdict``, code
+#: tasks each program's ``execution``.
+SampleRecord = dict[str, Any]
 
-    def __str__(self) -> str:
-        return json.dumps(self, ensure_ascii=False, default=str)
+#: The logged sample's key (a "metric" of ``process_results``) holding the records of the request's responses.
+RECORDS_KEY = "moe_records"
+
+
+class FilteredResponse(str):
+    """A request after the task's filter: the text lm-eval logs in ``filtered_resps`` (what a stock task of
+    the kind holds there), with the records of the request's responses for ``process_results``."""
+
+    records: list[SampleRecord]
+
+    def __new__(cls, text: str, records: list[SampleRecord]) -> FilteredResponse:
+        obj = super().__new__(cls, text)
+        obj.records = records
+        return obj
+
+    def __reduce__(self):  # keep the records through pickling (data-parallel gathers)
+        return (FilteredResponse, (str(self), self.records))
+
+
+def records_logged(values: Sequence[list[SampleRecord]]) -> float:
+    """Aggregation of :data:`RECORDS_KEY` in the results: how many responses the samples file records."""
+    return float(sum(len(records) for records in values))
 
 
 def sample_record(response: Any) -> SampleRecord:
     meta = response_meta(response)
-    return SampleRecord(
+    return dict(
         response=str(response),
         candidates=[dict(candidate) for candidate in meta.get("candidates", [])],
         cost=dict(meta.get("cost", {})),
@@ -68,10 +89,13 @@ def sample_record(response: Any) -> SampleRecord:
 
 
 def request_records(results: Sequence[Any]) -> list[SampleRecord]:
-    """The records of a request's responses as ``process_results`` receives them: the filter's list for
-    the request, or plain responses (another filter chain) turned into records."""
-    records = results[0] if len(results) == 1 and isinstance(results[0], list) else list(results)
-    return [record if isinstance(record, SampleRecord) else sample_record(record) for record in records]
+    """The records of a request's responses as ``process_results`` receives them: those our filter attached,
+    or plain responses (another filter chain: one text, or the list of the request's texts) turned into
+    records."""
+    if len(results) == 1 and isinstance(results[0], FilteredResponse):
+        return results[0].records
+    responses = results[0] if len(results) == 1 and isinstance(results[0], list) else list(results)
+    return [sample_record(response) for response in real_responses(responses)]
 
 
 #: Cost fields of a response's metadata reported as sample metrics (summed over a request's repeats).

@@ -7,7 +7,6 @@ reachable there, so every model is built from a transformers config of a support
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +175,13 @@ def save_tiny_moe(directory: str | Path, model_type: str = "olmoe", seed: int = 
 def reproducible_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """A logged lm-eval sample without what is measured rather than computed (each response's ``resources``
     and the per-sample time and memory metrics), so that two runs of the same settings compare equal."""
-    from lm_eval_moe.response import RESOURCE_METRICS
+    from lm_eval_moe.response import RECORDS_KEY, RESOURCE_METRICS
 
-    records = [json.loads(text) if isinstance(text, str) else dict(text) for text in sample["filtered_resps"][0]]
+    records = [dict(record) for record in sample[RECORDS_KEY]]
     for record in records:
         record.pop("resources", None)
     metrics = {key: value for key, value in sample.items() if isinstance(value, float) and key not in RESOURCE_METRICS}
-    return {"doc_id": sample["doc_id"], "records": records, **metrics}
+    return {"doc_id": sample["doc_id"], "filtered_resps": sample["filtered_resps"], "records": records, **metrics}
 
 
 def reproducible_metrics(task_results: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
@@ -25,6 +26,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from lm_eval_moe.checkpoints import resolve_checkpoint
 from lm_eval_moe.cost import CostModel
 from lm_eval_moe.generation import eos_token_ids
+from lm_eval_moe.generation.gen_kwargs import LM_EVAL_GEN_KWARGS, SAMPLING_GEN_KWARGS, refuse_unhonoured
 from lm_eval_moe.generation.sampling import derived_seed
 from lm_eval_moe.logs import follow_lm_eval
 from lm_eval_moe.model_args import ModelArgError, expert_count_label, refuse_unknown
@@ -95,8 +97,6 @@ class MoEHFLMBase(HFLM):
     settings_type: type[RoutingSettings] = RoutingSettings
     #: model args a class gives its settings unless the user does (moe_des: strategy=des)
     default_model_args: dict[str, Any] = {}
-    #: generation kwargs a class honours beyond until / max_gen_toks (None: everything transformers takes)
-    supported_gen_kwargs: frozenset[str] | None = None
 
     def __init__(self, pretrained: Any, **model_args: Any) -> None:
         follow_lm_eval()
@@ -111,6 +111,9 @@ class MoEHFLMBase(HFLM):
             args["tokenizer"] = resolve_checkpoint(args["tokenizer"], "tokenizer")
         self.prepare(self.method_settings)
         check_checkpoint_config(pretrained, args, self.method_settings)
+        # no device given (a sweep, a notebook): the GPU if there is one, else the CPU, as lm_eval's CLI picks;
+        # HFLM's own default, "cuda", fails on a CPU-only machine
+        args["device"] = args.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         super().__init__(pretrained=pretrained, **args)
         self._enable_data_parallel()
         self.moe = attach(self.model, renormalize=self.method_settings.renormalize)
@@ -122,6 +125,25 @@ class MoEHFLMBase(HFLM):
         logger.info("%s: %s, expert_count=%s (model default %s), renormalize=%s", self.model_name,
                     self.moe.family.name, expert_count_label(self.moe.current_k), expert_count_label(self.moe.default_k),
                     "model rule" if self.method_settings.renormalize is None else self.method_settings.renormalize)
+
+    @classmethod
+    def honoured_gen_kwargs(cls, settings: Any) -> frozenset[str]:
+        """The generation kwargs the method honours under ``settings`` (lm_eval_moe/generation/gen_kwargs.py)."""
+        return LM_EVAL_GEN_KWARGS | SAMPLING_GEN_KWARGS
+
+    @classmethod
+    def settings_from(cls, model_args: dict[str, Any]) -> Any:
+        """The method's settings of ``model_args``, every arg checked (unknown names refused), nothing loaded."""
+        args = {**cls.default_model_args, **model_args}
+        refuse_unknown(args, cls.accepted_model_args(), cls.model_name)
+        names = set(cls.settings_type.arg_names())
+        return cls.settings_type.from_model_args({name: value for name, value in args.items() if name in names})
+
+    @classmethod
+    def check_gen_kwargs(cls, gen_kwargs: dict[str, Any], model_args: dict[str, Any]) -> None:
+        """Refuse, before anything loads, generation kwargs the method would not honour under these model args
+        (which are checked on the way)."""
+        refuse_unhonoured(gen_kwargs, cls.honoured_gen_kwargs(cls.settings_from(model_args)), cls.model_name)
 
     @classmethod
     def accepted_model_args(cls) -> list[str]:
@@ -194,11 +216,7 @@ class MoEHFLMBase(HFLM):
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
         max_new = int(kwargs.pop("max_gen_toks"))
-        if self.supported_gen_kwargs is not None:
-            unsupported = sorted(set(kwargs) - self.supported_gen_kwargs)
-            if unsupported:
-                raise ModelArgError(f"generation kwargs {unsupported} are not supported by {self.model_name} "
-                                    f"(supported: until, max_gen_toks, {', '.join(sorted(self.supported_gen_kwargs))})")
+        refuse_unhonoured(kwargs, self.honoured_gen_kwargs(self.method_settings), self.model_name)
         return until, max_new, kwargs
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:

@@ -15,7 +15,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.utils import Collator, postprocess_generated_text
 from tqdm import tqdm
 
-from lm_eval_moe.generation.plain import VLLM_GEN_KWARGS, BatchRouting, PlainGeneration
+from lm_eval_moe.generation.gen_kwargs import LM_EVAL_GEN_KWARGS, SAMPLING_GEN_KWARGS, hf_generate_kwargs
+from lm_eval_moe.generation.plain import BatchRouting, PlainGeneration
 from lm_eval_moe.generation.settings import PlainSettings
 from lm_eval_moe.model_args import ModelArgError, parse_expert_count
 from lm_eval_moe.model_wrappers.base import MoEHFLMBase
@@ -42,8 +43,14 @@ class MoEHFLM(MoEHFLMBase):
                 self._vllm_k = list(self.moe.current_k)
             elif list(self.moe.current_k) != self._vllm_k:
                 raise ModelArgError("backend=vllm built its engine for one k: a sweep over expert_count needs backend=hf")
-            self.supported_gen_kwargs = VLLM_GEN_KWARGS
         self.method = PlainGeneration(self.moe, self.cost_model, self.eos_ids, vllm, self.batch_routing())
+
+    @classmethod
+    def honoured_gen_kwargs(cls, settings: PlainSettings) -> frozenset[str]:
+        """backend=hf: what transformers' generate takes per request; vllm: the sampling kwargs; both: a
+        request's own ``expert_count``."""
+        honoured = hf_generate_kwargs() if settings.backend == "hf" else LM_EVAL_GEN_KWARGS | SAMPLING_GEN_KWARGS
+        return honoured | {"expert_count"}
 
     def batch_routing(self) -> BatchRouting | None:
         """Routing set per generation batch (C3PO's mix); the plain model has none."""

@@ -29,7 +29,6 @@ from lm_eval_moe.run_record import Generated
 class MoERerouteLM(MoEHFLMBase):
     model_name = "moe_reroute"
     settings_type = RerouteMethodSettings
-    supported_gen_kwargs = frozenset({"do_sample", "temperature", "top_p", "top_k"})
 
     def __init__(self, pretrained: Any, **model_args: Any) -> None:
         if str(model_args.get("batch_size", 1)).startswith("auto"):

@@ -29,7 +29,7 @@ from lm_eval_moe.scoring import CHECKERS
 from lm_eval_moe.search import Problem
 from lm_eval_moe.search.driver import ROUND_BAR
 from lm_eval_moe.search.method import SearchMethod
-from lm_eval_moe.search.settings import SAMPLING_ARGS, SearchSettings
+from lm_eval_moe.search.settings import SearchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ class MoESearchLM(MoEHFLMBase):
 
     model_name = "moe_search"
     settings_type = SearchSettings
-    supported_gen_kwargs = frozenset({"do_sample", *SAMPLING_ARGS})
 
     def build_method(self) -> None:
         settings: SearchSettings = self.method_settings

@@ -1,10 +1,11 @@
 """Prompts, execution and scoring for the code tasks (HumanEval, MBPP sanitized, LiveCodeBench).
 
-:class:`ExecuteCode` is the task's lm-eval filter: it sees every response of the task at once, so all
-programs (every ``repeats`` response and every final candidate of a search model) run in parallel in
-the sandbox (:mod:`lm_eval_moe.scoring.code`). It hands ``process_results`` one record per response:
-the text, its execution verdict (outcome, per-test details, forgeable or not) and those of the
-candidates. Verdicts are per sample, always: whatever goes wrong while checking one program (a sandbox
+:class:`ExecuteCode` is the task's lm-eval filter (``extract_answer``, as the answer tasks name theirs): it
+sees every response of the task at once, so all programs (every ``repeats`` response and every final candidate
+of a search model) run in parallel in the sandbox (:mod:`lm_eval_moe.scoring.code`). ``filtered_resps`` holds
+the program of the selected response; ``process_results`` gets one record per response (the text, its execution
+verdict: outcome, per-test details, forgeable or not, and those of the candidates) and logs them as the
+sample's ``moe_records``. Verdicts are per sample, always: whatever goes wrong while checking one program (a sandbox
 failure that a retry did not cure included) is that sample's verdict with its reason, and a warning counts
 them; the run stops only when the sandbox cannot start at all, which :data:`load_code_benchmark` finds out
 while the task loads, before any sample is generated.
@@ -25,7 +26,9 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from lm_eval_moe.response import SampleRecord, real_responses, record_metrics, request_records, sample_record
+from lm_eval_moe.response import (
+    RECORDS_KEY, FilteredResponse, SampleRecord, real_responses, record_metrics, request_records, sample_record,
+)
 from lm_eval_moe.scoring.code import OUTCOMES, ExecutionResult, extract_program, shared_runner
 from lm_eval_moe.scoring.metrics import candidate_metrics
 from lm_eval_moe.tasks.code_data import problem_from_doc
@@ -83,9 +86,11 @@ def program_for(doc: dict[str, Any], response: str) -> str:
 
 
 class ExecuteCode(Filter):
-    """Runs every response (and search candidate) of a task in the sandbox, all in parallel."""
+    """Runs every response (and search candidate) of a task in the sandbox, all in parallel; lm-eval logs the
+    program of each request's selected (first) response in ``filtered_resps``, as its own code tasks log the
+    program they test."""
 
-    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[list[SampleRecord]]:
+    def apply(self, resps: Sequence[Sequence[Any]], docs: Sequence[dict[str, Any]]) -> list[FilteredResponse]:
         jobs: dict[tuple[str, str], int] = {}
         plan: list[list[tuple[SampleRecord, list[tuple[str, str]]]]] = []
         problems = {}
@@ -111,8 +116,12 @@ class ExecuteCode(Filter):
         if broken:
             logger.warning("%d of %d program(s) could not be judged (sandbox_error, each its sample's verdict and "
                            "counted in verdicts_sandbox_error), e.g. %s: %s", len(broken), len(by_key), *broken[0])
-        return [[self._executed(record, [by_key[key] for key in keys]) for record, keys in per_doc]
-                for per_doc in plan]
+        filtered = []
+        for per_doc in plan:
+            records = [self._executed(record, [by_key[key] for key in keys]) for record, keys in per_doc]
+            _, selected_program = per_doc[0][1][0]  # the first response's own program (not a candidate's)
+            filtered.append(FilteredResponse(selected_program, records))
+        return filtered
 
     @staticmethod
     def _executed(record: SampleRecord, executions: list[ExecutionResult]) -> SampleRecord:
@@ -126,9 +135,10 @@ def _passed(record: dict[str, Any]) -> bool:
     return record["execution"]["outcome"] == "passed"
 
 
-def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
+    """``process_results`` of the code tasks; the records go to the logged sample (:data:`RECORDS_KEY`)."""
     records = request_records(results)
-    metrics = {"exact_match": float(_passed(records[0]))}
+    metrics: dict[str, Any] = {"exact_match": float(_passed(records[0]))}
     if len(records) == 1 and records[0]["candidates"]:  # a search's final candidates: not independent
         metrics.update(candidate_metrics([_passed(c) for c in records[0]["candidates"]], independent=False))
     else:
@@ -137,6 +147,7 @@ def process_code(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float
     outcome = records[0]["execution"]["outcome"]
     metrics.update({f"verdicts_{kind}": float(kind == outcome) for kind in OUTCOMES})
     metrics.update(record_metrics(records))
+    metrics[RECORDS_KEY] = records
     return metrics
 
 

@@ -10,7 +10,7 @@ from conftest import REPO
 #: lower layers first; a module may import its own layer and those before it, never one after it
 LAYERS = [
     {"model_args", "kv_cache", "response", "response_cache", "checkpoints", "problem_identity", "provenance", "logs",
-     "run_identity",
+     "run_identity", "printed_results",
      "resources"},
     {"moe"},
     {"cost", "run_record"},
@@ -99,6 +99,8 @@ def test_each_rule_has_one_home():
         "per-layer k label": ("lm_eval_moe/model_args.py", '":".join(map(str'),
         "k range": ("lm_eval_moe/model_args.py", "out of range for this model"),
         "strategy table": ("lm_eval_moe/search/strategies.py", "STRATEGIES: dict"),
+        "honoured generation kwargs": ("lm_eval_moe/generation/gen_kwargs.py", "GenerationConfig()"),
+        "logged records": ("lm_eval_moe/response.py", 'RECORDS_KEY = "'),
     }
     spellings = {name: [] for name in homes}
     for module, path in _modules():

@@ -108,6 +108,46 @@ def test_nothing_is_registered_twice_when_lm_eval_discovers_plugins():
     assert lines[3] == "False"  # lm-eval loads our entry points itself: the hook adds nothing
 
 
+#: what a Python that implements PEP 829 does with site-packages, without running any .pth import line that a
+#: ``<name>.start`` file replaces: path lines extend sys.path, other packages' import lines still run (the
+#: deprecation period; ``strict``: after it, none run), then every .start entry point is called
+PEP_829_STARTUP = """
+import os, pkgutil, sys
+site, strict = {site!r}, {strict!r}
+sys.path.append(site)
+names = sorted(os.listdir(site))
+for name in (n for n in names if n.endswith('.pth')):
+    replaced = name[:-4] + '.start' in names
+    for line in open(os.path.join(site, name)):
+        line = line.rstrip()
+        if line.startswith(('import ', 'import\t')):
+            if not (replaced or strict):
+                exec(line)
+        elif line and not line.startswith('#'):
+            sys.path.append(os.path.join(site, line))
+for name in (n for n in names if n.endswith('.start')):
+    for line in open(os.path.join(site, name)):
+        if line.strip() and not line.startswith('#'):
+            pkgutil.resolve_name(line.strip())()
+"""
+
+
+def _pep_829_check(python: str, site: str, code: str, strict: bool = False) -> str:
+    result = subprocess.run([python, "-S", "-c", PEP_829_STARTUP.format(site=site, strict=strict) + code],
+                            capture_output=True, text=True, env=_env(), cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_pythons_that_run_start_files_instead_of_pth_lines_still_see_our_models_and_tasks():
+    """PEP 829 (Python 3.15+): a ``.start`` file replaces the ``.pth`` import line of the same name, which later
+    Pythons stop running; without it our models and tasks would vanish silently there."""
+    site = sysconfig.get_paths()["purelib"]
+    assert Path(site, "lm_eval_moe.start").read_text() == "lm_eval_moe._lm_eval_hook:install\n"
+    code = RESOLVE + ";from lm_eval.tasks import TaskManager;print(getattr(TaskManager.__init__, '_lm_eval_moe_wrapped', False))"
+    assert _pep_829_check(sys.executable, site, code).split() == ["MoEHFLM", "HFLM", "DummyLM", "True"]
+
+
 def test_packaged_tasks_are_visible_without_include_path():
     code = (
         "from lm_eval.tasks import TaskManager;"
@@ -139,7 +179,13 @@ def test_fresh_venv_install_then_stock_cli(editable, tiny_model_dir, tiny_task_d
     install += ["-e", str(REPO)] if editable else [str(REPO)]
     result = subprocess.run(install, capture_output=True, text=True, env=_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert Path(site, "lm_eval_moe.pth").is_file()
+    ours = [line for line in (result.stdout + result.stderr).splitlines()
+            if "Warning" in line or "!!" in line]  # a clean install: no packaging warning of ours
+    assert ours == [], "\n".join(ours)
+    assert Path(site, "lm_eval_moe.pth").is_file() and Path(site, "lm_eval_moe.start").is_file()
+    if not editable:  # after PEP 829's deprecation period no .pth import line runs; the .start entry point does
+        code = RESOLVE.replace("get_model('dummy').__name__", "get_model('moe_des').__name__")
+        assert _pep_829_check(python, site, code, strict=True).split() == ["MoEHFLM", "HFLM", "MoEDESLM"]
     located = _python_check(python, "import lm_eval_moe, os; print(os.path.dirname(lm_eval_moe.__file__))").strip()
     assert (Path(located) == REPO / "lm_eval_moe") is editable
     assert _python_check(python, RESOLVE).split() == ["MoEHFLM", "HFLM", "DummyLM"]

@@ -1,7 +1,7 @@
 """Sweep a method's settings on one loaded model: each combination is an ordinary lm-eval results folder.
 
     lm-eval-moe sweep --model moe_hf --model_args pretrained=tiny-arith-moe --grid expert_count=1,2,3,4 \\
-        --tasks moe_demo_arith --limit 50 --log_samples --output_path results/k_sweep
+        --tasks moe_demo_arith --limit 50 --device cpu --log_samples --output_path results/k_sweep
     lm-eval-moe sweep --model moe_search --model_args pretrained=...,verifier=... \\
         --grid strategy=best_of_n,beam --grid budget=4,8,16 --tasks moe_math500 --output_path results/budget
     lm-eval-moe sweep --plan plan.json        # the points written by `reproduce` (one per run of a group)
@@ -23,6 +23,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="one of our lm-eval models (moe_hf, moe_des, moe_search, moe_reroute, moe_c3po)")
     parser.add_argument("--model_args", default="", help="model args of the load (lm_eval's format)")
+    parser.add_argument("--device", default=None,
+                        help="as lm_eval's --device (cuda, cuda:0, cpu, mps); default: the GPU if there is one, else the CPU")
+    parser.add_argument("--batch_size", default=None, help="as lm_eval's --batch_size (an int or auto); default 1")
     parser.add_argument("--grid", action="append", default=[], metavar="SETTING=V1,V2,...",
                         help="values of one method setting (repeatable: the grid is their product)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks")
@@ -72,7 +75,11 @@ def _plan_from_arguments(args: argparse.Namespace) -> dict:
     points = [{"name": name, "overrides": overrides, "tasks": args.tasks.split(","), "num_fewshot": args.num_fewshot,
                "gen_kwargs": args.gen_kwargs, "limit": args.limit, "include_path": args.include_path, "lm_eval": lm_eval}
               for name, overrides in grid_points(args.grid)]
-    return {"model": args.model, "model_args": _parse_args(args.model_args), "output": args.output_path, "points": points}
+    model_args = _parse_args(args.model_args)
+    for flag in ("device", "batch_size"):  # given to the load, as lm_eval does (a model arg of the same name wins)
+        if getattr(args, flag) is not None:
+            model_args.setdefault(flag, str(getattr(args, flag)))
+    return {"model": args.model, "model_args": model_args, "output": args.output_path, "points": points}
 
 
 def run(args: argparse.Namespace) -> int:

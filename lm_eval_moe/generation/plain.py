@@ -16,10 +16,6 @@ from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.resources import Meter
 
-#: what backend=vllm honours of a request's generation kwargs
-VLLM_GEN_KWARGS = frozenset({"do_sample", "temperature", "top_p", "top_k"})
-
-
 class BatchRouting(Protocol):
     """Routing set for one generation batch (C3PO mixes its references' routing in); extra work is charged to
     ``ledgers`` (one per row)."""

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 from lm_eval_moe.leaderboard.analyses import Analyses, BudgetPoint, KOverlap, PathwayReport
 from lm_eval_moe.leaderboard.results import Run
+from lm_eval_moe.leaderboard.settings import settings_label
 from lm_eval_moe.leaderboard.table import Row
+from lm_eval_moe.search.strategies import STRATEGIES
 
 
 class PlotDependencyError(RuntimeError):
@@ -67,6 +69,38 @@ def png_source(png: bytes) -> str | None:
     return None
 
 
+def run_labels(runs: Sequence[Run]) -> dict[int, str]:
+    """A label per run (by ``id``) that tells it apart from the others: method and model, then its settings where
+    two runs share those, then its folder."""
+    labels = {id(run): f"{run.method} ({run.model.rsplit('/', 1)[-1]})" for run in runs}
+
+    def settings(run: Run) -> str:
+        return ", ".join(part for part in settings_label(run.settings, []).split(", ") if part != run.method)
+
+    for extra in (settings, lambda run: run.path.parent.name):
+        counts = Counter(labels.values())
+        labels = {id(run): labels[id(run)] + (f", {extra(run)}" if counts[labels[id(run)]] > 1 and extra(run) else "")
+                  for run in runs}
+    return labels
+
+
+def _grid(plt, panels: int, width: float = 3.6, height: float = 3.0, columns: int = 4):
+    """A figure of ``panels`` small multiples, at most ``columns`` a row; unused axes hidden."""
+    columns = max(1, min(columns, panels))
+    rows = -(-panels // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    flat = [axis for row in axes for axis in row]
+    for axis in flat[panels:]:
+        axis.set_visible(False)
+    return figure, flat[:panels]
+
+
+def _k_colours(plt, ks: Sequence[float]) -> dict[float, tuple]:
+    """One colour per k, the same in every panel (ordered: a sequential map, so k reads as a quantity)."""
+    cmap = plt.get_cmap("viridis")
+    return {k: cmap(0.1 + 0.8 * index / max(1, len(ks) - 1)) for index, k in enumerate(sorted(ks))}
+
+
 def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None) -> bytes | None:
     """One panel per task and model; one series per method (points sorted by cost, joined), each method in
     the same colour and marker in every panel, the legend beside the panels. ``source`` is stored in the PNG
@@ -108,46 +142,64 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None)
 
 
 def chosen_k_distribution(runs: Sequence[Run]) -> bytes | None:
+    """The k of each selected candidate: one panel per run that chooses among several k (a DES run's set K; a
+    fixed-k run would show one bar), as the share of its samples at each k, k in the same colour everywhere."""
     plt = _pyplot()
-    series: dict[str, list[float]] = defaultdict(list)  # runs of one method and model are pooled
-    for run in runs:
-        series[f"{run.method} ({run.model.rsplit('/', 1)[-1]})"] += [
-            float(s["selected_expert_count"]) for task in run.tasks.values() for s in task.samples.values()
-            if s.get("selected_expert_count") is not None]
-    series = {label: values for label, values in series.items() if values}
+    choosing = [run for run in runs if len(run.settings.get("expert_counts") or []) > 1
+                and "expert_counts" in getattr(STRATEGIES.get(str(run.settings.get("strategy"))), "uses", ())]
+    labels = run_labels(choosing)
+    series = {labels[id(run)]: [float(s["selected_expert_count"]) for task in run.tasks.values()
+                                for s in task.samples.values() if s.get("selected_expert_count") is not None]
+              for run in choosing}
+    series = {label: values for label, values in sorted(series.items()) if values}
     if not series:
         return None
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for label, values in sorted(series.items()):
-        axis.hist(values, bins=sorted({v for vs in series.values() for v in vs} | {max(max(vs) for vs in series.values()) + 1}),
-                  alpha=0.5, label=label, align="left", rwidth=0.8)
-    axis.set_xlabel("expert count k of the selected candidate")
-    axis.set_ylabel("samples")
-    axis.set_title("chosen k")
-    axis.legend(fontsize=8)
+    ks = sorted({value for values in series.values() for value in values})
+    colours = _k_colours(plt, ks)
+    figure, axes = _grid(plt, len(series))
+    for axis, (label, values) in zip(axes, series.items()):
+        counts = Counter(values)
+        axis.bar(range(len(ks)), [100 * counts[k] / len(values) for k in ks], color=[colours[k] for k in ks])
+        axis.set_xticks(range(len(ks)), [f"{k:g}" for k in ks])
+        axis.set_ylim(0, 100)
+        axis.set_title(_wrapped(label), fontsize=8)
+        axis.set_xlabel("k of the selected candidate", fontsize=8)
+        axis.set_ylabel("% of samples", fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle("chosen k: the expert count of each selected candidate")
+    figure.tight_layout()
     return _finished(plt, figure)
 
 
+def _wrapped(text: str, width: int = 38) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def router_entropy(runs: Sequence[Run]) -> bytes | None:
-    """Mean routing entropy in the first and the last generated block of rerouting runs, per task."""
+    """Mean routing entropy in the first and the last generated block of rerouting runs, per run and task."""
     plt = _pyplot()
+    labels = run_labels(runs)
     bars = []
     for run in runs:
         for name, task in sorted(run.tasks.items()):
             first = [s["router_entropy_first_block"] for s in task.samples.values() if "router_entropy_first_block" in s]
             last = [s["router_entropy_last_block"] for s in task.samples.values() if "router_entropy_last_block" in s]
             if first and last:
-                bars.append((f"{run.method} {name}", sum(first) / len(first), sum(last) / len(last)))
+                bars.append((f"{labels[id(run)]}\n{name}", sum(first) / len(first), sum(last) / len(last)))
     if not bars:
         return None
-    figure, axis = plt.subplots(figsize=(max(5, 1.5 * len(bars)), 4))
+    figure, axis = plt.subplots(figsize=(max(5.0, 2.6 * len(bars)), 4))
     positions = range(len(bars))
     axis.bar([p - 0.2 for p in positions], [b[1] for b in bars], width=0.4, label="first block")
     axis.bar([p + 0.2 for p in positions], [b[2] for b in bars], width=0.4, label="last block")
-    axis.set_xticks(list(positions), [b[0] for b in bars], rotation=20, ha="right", fontsize=8)
+    axis.set_xticks(list(positions), ["\n".join(_wrapped(line, 24) for line in b[0].split("\n")) for b in bars],
+                    fontsize=8)
     axis.set_ylabel("mean routing entropy (nats)")
     axis.set_title("router entropy under rerouting")
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
     return _finished(plt, figure)
 
 
@@ -205,23 +257,30 @@ def budget_curves(curves: dict[tuple[str, str, str], list[BudgetPoint]]) -> byte
 
 
 def kept_k_per_step(found: dict[tuple[str, str, str], dict[int, Counter]]) -> bytes | None:
-    """Stacked shares of each k among the kept states, per step, one panel per method and task."""
+    """Stacked shares of each k among the kept states, per step: one panel per method and task (at most four a
+    row), k in the same colour in every panel, one legend beside them."""
     if not found:
         return None
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(found), figsize=(5 * len(found), 4), squeeze=False)
-    for axis, ((model, task, method), per_step) in zip(axes[0], found.items()):
-        ks = sorted({k for counter in per_step.values() for k in counter})
+    ks = sorted({k for per_step in found.values() for counter in per_step.values() for k in counter})
+    colours = _k_colours(plt, ks)
+    figure, axes = _grid(plt, len(found), width=3.8, height=3.2)
+    for axis, ((model, task, method), per_step) in zip(axes, found.items()):
         steps = list(per_step)
         bottom = [0.0] * len(steps)
         for k in ks:
             shares = [100 * per_step[step][k] / sum(per_step[step].values()) for step in steps]
-            axis.bar(steps, shares, bottom=bottom, label=f"k={k:g}")
+            axis.bar(steps, shares, bottom=bottom, color=colours[k])
             bottom = [b + v for b, v in zip(bottom, shares)]
-        axis.set_xlabel("step")
-        axis.set_ylabel("% of kept states")
-        axis.set_title(f"{method} / {task} ({model.rsplit('/', 1)[-1]})", fontsize=9)
-        axis.legend(fontsize=8)
+        axis.set_xticks(steps)
+        axis.set_xlabel("step", fontsize=8)
+        axis.set_ylabel("% of kept states", fontsize=8)
+        axis.set_ylim(0, 100)
+        axis.set_title(_wrapped(f"{method} / {task} ({model.rsplit('/', 1)[-1]})"), fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in ks]
+    figure.legend(handles, [f"k={k:g}" for k in ks], loc="center left", bbox_to_anchor=(1.0, 0.5), title="kept k")
+    figure.suptitle("the k of the states kept at each step")
+    figure.tight_layout()
     return _finished(plt, figure)
 
 
@@ -237,10 +296,11 @@ def router_confidence(found: dict[tuple[str, str, str], PathwayReport]) -> bytes
         line, = axis.plot(layers, report.confidence_before, linestyle="--", marker="o", label=f"{label}: before")
         axis.plot(layers, report.confidence_after, color=line.get_color(), marker="o",
                   label=f"{label}: after (edit distance {report.edit_distance:.2f})")
+    axis.set_xticks(list(layers))
     axis.set_xlabel("MoE layer")
     axis.set_ylabel("mean top-1 routing probability")
     axis.set_title("router confidence before / after rerouting")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _finished(plt, figure)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_moe.model_args import expert_count_label
+from lm_eval_moe.response import RECORDS_KEY
 from lm_eval_moe.verifiers.settings import VERIFIER_FREE
 
 
@@ -26,7 +27,24 @@ class ResultsError(ValueError):
 #: Metrics tried, in order, as a task's accuracy: ours first, then lm-eval's usual names.
 ACCURACY_METRICS = ("exact_match", "pass@1", "acc", "acc_norm", "pass_at_1")
 #: Preferred filters when a metric is reported under several.
-FILTER_PREFERENCE = ("none", "strict-match", "flexible-extract", "custom-extract", "get-answer")
+FILTER_PREFERENCE = ("extract_answer", "none", "strict-match", "flexible-extract", "custom-extract", "get-answer")
+
+
+def sample_records(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a logged sample's responses: its ``moe_records``, or in samples files written before
+    lm_eval_moe 0.1.0 kept them there, the JSON records in ``filtered_resps``; none for other tasks."""
+    if isinstance(sample.get(RECORDS_KEY), list):
+        return [record for record in sample[RECORDS_KEY] if isinstance(record, dict)]
+    responses = (sample.get("filtered_resps") or [[]])[0]
+    records = []
+    for response in responses if isinstance(responses, list) else []:
+        try:
+            record = json.loads(response) if isinstance(response, str) else response
+        except json.JSONDecodeError:
+            return []
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 @dataclass
@@ -41,20 +59,9 @@ class TaskResult:
 
     @cached_property
     def first_records(self) -> list[dict[str, Any]]:
-        """Our logged record (``lm_eval_moe.response.SampleRecord``, JSON in ``filtered_resps``) of each
-        sample's first response; samples of other models, with plain text there, give none. Parsed once."""
-        records = []
-        for sample in self.samples.values():
-            responses = (sample.get("filtered_resps") or [[]])[0]
-            if not responses:
-                continue
-            try:
-                record = json.loads(responses[0]) if isinstance(responses[0], str) else responses[0]
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
+        """Our logged record (``lm_eval_moe.response.SampleRecord``) of each sample's first response; samples
+        of other tasks give none. Parsed once."""
+        return [records[0] for records in map(sample_records, self.samples.values()) if records]
 
     def metric_key(self, metric: str | None = None) -> str | None:
         """The "metric,filter" key for ``metric`` (or the first accuracy metric present)."""
@@ -87,6 +94,7 @@ class Run:
     settings: dict[str, Any]
     tasks: dict[str, TaskResult]
     groups: set[str]
+    gen_kwargs: Any = None  # the run's --gen_kwargs
 
     @property
     def label(self) -> str:
@@ -171,7 +179,7 @@ def load_run(path: Path, with_samples: bool = True) -> Run:
             samples=_load_samples(path, name) if with_samples and name not in groups else {},
         )
     settings = dict(config.get("lm_eval_moe") or {})
-    return Run(path, _model_name(config), _method(config), settings, tasks, groups)
+    return Run(path, _model_name(config), _method(config), settings, tasks, groups, config.get("gen_kwargs"))
 
 
 def load_runs(inputs: list[str | Path]) -> list[Run]:

@@ -21,6 +21,7 @@ SUBJECTS = (
 SUBTASK = """# MMLU-redux 2.0, {subject}: questions annotated ok only; generative, letter in \\\\boxed{{}}.
 include: _moe_mmlu_redux_template.yaml
 task: moe_mmlu_redux_{subject}
+dataset_name: {subject}
 dataset_kwargs:
   benchmark: mmlu_redux
   subject: {subject}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lm_eval_moe.checkpoints import resolve_checkpoint
+from lm_eval_moe.model_args import ModelArgError
 from lm_eval_moe.demo import MODELS_DIR
 from lm_eval_moe.demo import policy as demo_policy
 from lm_eval_moe.demo import prm as demo_prm
@@ -35,7 +36,24 @@ def test_short_names_resolve_and_others_pass_through():
     assert resolve_checkpoint("tiny-arith-moe") == str(MODELS_DIR / "tiny-arith-moe")
     assert resolve_checkpoint("tiny-arith-moe-anyk") == str(MODELS_DIR / "tiny-arith-moe-anyk")
     assert resolve_checkpoint("allenai/OLMoE-1B-7B-0924") == "allenai/OLMoE-1B-7B-0924"
-    assert resolve_checkpoint("./tiny-arith-moe-local") == "./tiny-arith-moe-local"
+    assert resolve_checkpoint(str(MODELS_DIR)) == str(MODELS_DIR)
+
+
+@pytest.mark.parametrize("name", ["./tiny-arith-moe-local", "/no/such/checkpoint", "~/no_such_checkpoint_here",
+                                  "runs/a/b", "{here}/missing", "..\\windows\\style"])
+def test_a_missing_local_folder_is_named_as_missing(name, tmp_path, monkeypatch):
+    """Not transformers' "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()  # "here/missing": under a folder that exists, so no hub id
+    with pytest.raises(ModelArgError, match="verifier=.*no such folder"):
+        resolve_checkpoint(name.format(here="here"), "verifier")
+
+
+def test_a_missing_checkpoint_is_refused_before_loading_through_lm_eval(tmp_path):
+    from lm_eval_moe.model_wrappers.moe_hf import MoEHFLM
+
+    with pytest.raises(ModelArgError, match=f"pretrained='{tmp_path}/gone': no such folder .*{tmp_path}/gone does not"):
+        MoEHFLM(pretrained=str(tmp_path / "gone"), device="cpu")
 
 
 def test_the_prm_tokenizer_keeps_the_policys_byte_ids():

@@ -19,16 +19,16 @@ def _write_run(folder: Path, settings: dict, solved: set[int], documents: int = 
                accuracy_stderr: float = 0.1, extra: dict | None = None) -> None:
     folder.mkdir(parents=True)
     stamp = "2026-11-26T00-00-00.000000"
-    results = {TASK: {"alias": TASK, "exact_match,none": len(solved) / documents,
-                      "exact_match_stderr,none": accuracy_stderr, **(extra or {})}}
+    results = {TASK: {"alias": TASK, "exact_match,extract_answer": len(solved) / documents,
+                      "exact_match_stderr,extract_answer": accuracy_stderr, **(extra or {})}}
     config = {"model": "moe_hf", "model_args": "pretrained=tiny-arith-moe-anyk", "lm_eval_moe": settings}
     (folder / f"results_{stamp}.json").write_text(json.dumps(
         {"results": results, "config": config, "n-samples": {TASK: {"effective": documents}}}))
     with (folder / f"samples_{TASK}_{stamp}.jsonl").open("w") as handle:
         for doc in range(documents):
             record = (records or {}).get(doc, {"response": "x"})
-            handle.write(json.dumps({"doc_id": doc, "filter": "none", "exact_match": float(doc in solved),
-                                     "filtered_resps": [[json.dumps(record)]]}) + "\n")
+            handle.write(json.dumps({"doc_id": doc, "filter": "extract_answer", "exact_match": float(doc in solved),
+                                     "filtered_resps": ["x"], "moe_records": [record]}) + "\n")
 
 
 def _k_settings(k: int) -> dict:
@@ -63,7 +63,7 @@ def test_budget_curves_and_kept_k_per_step(tmp_path):
         settings = {"model_class": "moe_des", "strategy": "des", "budget": budget, "keep": budget // 4,
                     "expert_counts": [1, 2, 3, 4], "verifier": "tiny-arith-prm", "final": "prm_best"}
         _write_run(tmp_path / f"n{budget}", settings, accuracy, records={0: {"search_steps": steps}},
-                   extra={"flops,none": 1e6 * budget, "wall_seconds,none": 0.5 * budget})
+                   extra={"flops,extract_answer": 1e6 * budget, "wall_seconds,extract_answer": 0.5 * budget})
     beam_steps = [{"step": 0, "kept_expert_counts": [2, 2]}]  # one k: nothing chosen, left out of kept k
     _write_run(tmp_path / "beam", {"model_class": "moe_search", "strategy": "beam", "budget": 8, "verifier": "prm"},
                {0}, records={0: {"search_steps": beam_steps}})

@@ -58,8 +58,8 @@ def test_tables_match_the_json_numbers(runs, tmp_path, capsys):
     for run_folder in runs.values():
         data = json.loads(_results_file(run_folder).read_text())
         row = next(r for r in table if r.source == str(_results_file(run_folder)))
-        assert row.accuracy == data["results"]["moe_demo_arith"]["exact_match,none"]
-        assert row.stderr == data["results"]["moe_demo_arith"]["exact_match_stderr,none"]
+        assert row.accuracy == data["results"]["moe_demo_arith"]["exact_match,extract_answer"]
+        assert row.stderr == data["results"]["moe_demo_arith"]["exact_match_stderr,extract_answer"]
     methods = {r.method for r in table}
     assert {"moe_hf", "des", "hf"} <= methods
     des_row = next(r for r in table if r.method == "des")
@@ -109,7 +109,7 @@ def test_a_planted_drop_is_a_regression(runs, tmp_path, capsys):
     samples_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
     results_file = _results_file(edited)
     data = json.loads(results_file.read_text())
-    data["results"]["moe_demo_arith"]["exact_match,none"] = sum(s["exact_match"] for s in samples) / len(samples)
+    data["results"]["moe_demo_arith"]["exact_match,extract_answer"] = sum(s["exact_match"] for s in samples) / len(samples)
     results_file.write_text(json.dumps(data))
     code = main(["regress", "--baseline", str(runs["greedy"]), "--current", str(edited)])
     output = capsys.readouterr().out

@@ -160,7 +160,7 @@ def test_rerouting_refuses_what_it_cannot_honour(tiny_model_dir):
         MoERerouteLM(pretrained=str(tiny_model_dir), device="cpu", batch_size="auto")
     lm = MoERerouteLM(pretrained=str(tiny_model_dir), device="cpu", steps=0)
     for key in ("min_p", "repetition_penalty"):
-        with pytest.raises(ModelArgError, match=f"generation kwargs \\['{key}'\\] are not supported by moe_reroute"):
+        with pytest.raises(ModelArgError, match=f"generation kwarg\\(s\\) '{key}' are not honoured by moe_reroute"):
             lm.generate_until([_request({"until": [], "max_gen_toks": 4, key: 0.5})])
     lm.run_record.generation.clear()
     lm.generate_until([_request({"until": [], "max_gen_toks": 4, "do_sample": True, "temperature": 0.9, "top_k": 5})])

@@ -44,14 +44,14 @@ def test_repeats_and_fewshot_with_rerouting(tiny_model_dir):
     sample = out["samples"]["moe_gsm8k"][0]
     assert len(sample["resps"][0]) == 3 and sample["num_candidates"] == 3.0
     assert sample["arguments"][0][0].count("Problem:") == 2  # one in-context example + the question
-    assert sample["extra_flops"] > 0 and "maj@3,none" in out["results"]["moe_gsm8k"]
+    assert sample["extra_flops"] > 0 and "maj@3,extract_answer" in out["results"]["moe_gsm8k"]
     settings = out["config"]["lm_eval_moe"]
     assert settings["model_class"] == "moe_reroute" and settings["steps"] == 2
-    record = sample["filtered_resps"][0][0]
+    record = sample["moe_records"][0]
     assert set(record["pathways"]) == {"edit_distance", "changed_fraction", "confidence_before", "confidence_after"}
     assert len(record["pathways"]["confidence_after"]) == 2  # the tiny model's MoE layers
     assert sample["pathway_edit_distance"] == record["pathways"]["edit_distance"] >= 0
-    assert "router_confidence_after,none" in out["results"]["moe_gsm8k"]
+    assert "router_confidence_after,extract_answer" in out["results"]["moe_gsm8k"]
 
 
 def test_des_with_rerouting_biases_every_path(tiny_model_dir, qwen_prm_dir):

@@ -40,11 +40,13 @@ def test_strategy_runs_through_the_stock_cli(strategy, tiny_model_dir, qwen_prm_
     if strategy == "des":
         assert settings["expert_counts"] == [1, 2, 3, 4]
     metrics = results["results"]["moe_gsm8k"]
-    for name in ("exact_match,none", "coverage,none", "precision,none", "generated_tokens,none", "flops,none"):
+    for name in ("exact_match,extract_answer", "coverage,extract_answer", "precision,extract_answer",
+                 "generated_tokens,extract_answer", "flops,extract_answer"):
         assert name in metrics, name
     assert len(samples) == 2 and all(s["num_candidates"] >= 1 for s in samples)
     for sample in samples:  # --log_samples keeps every final candidate, with what the search knew of it
-        record = json.loads(sample["filtered_resps"][0][0])
+        [record] = sample["moe_records"]
+        assert sample["filtered_resps"] == [record["verdict"]["answer"] or "[invalid]"]
         assert len(record["candidates"]) == sample["num_candidates"]
         for candidate in record["candidates"]:
             assert {"text", "expert_count", "score", "finish_reason", "step_count"} <= set(candidate)

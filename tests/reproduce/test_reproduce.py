@@ -88,7 +88,7 @@ def test_a_small_recipe_runs_resumes_and_reports(tmp_path, capsys):
     assert set(rows) == {"demo/greedy/arith#exact_match", "demo/greedy/arith#pass@2", "demo/sampled/arith#exact_match",
                          "demo/sampled/arith#pass@2"}
     (greedy_results,) = (out / "demo/greedy/arith").rglob("results_*.json")
-    ours = json.loads(greedy_results.read_text())["results"]["moe_demo_arith"]["exact_match,none"] * 100
+    ours = json.loads(greedy_results.read_text())["results"]["moe_demo_arith"]["exact_match,extract_answer"] * 100
     row = rows["demo/greedy/arith#exact_match"]
     assert float(row[2]) == pytest.approx(ours, abs=0.005) and row[4] == "50.00"
     assert float(row[5]) == pytest.approx(ours - 50.0, abs=0.01) and row[7] == "done"

@@ -95,11 +95,11 @@ def test_every_task_runs_on_a_tiny_model_with_group_aggregates(tiny_model_dir, d
         metrics = ["exact_match", "coverage", "pass@1", "precision"]
         metrics += [] if group in ("moe_code", "moe_reasoning") else ["maj@1"]
         for metric in metrics:
-            assert f"{metric},none" in out["results"][group], (group, metric)
+            assert f"{metric},extract_answer" in out["results"][group], (group, metric)
     sample = out["samples"]["moe_gsm8k"][0]
     assert sample["generated_tokens"] > 0 and sample["flops"] > 0 and sample["routed_expert_tokens"] > 0
-    assert out["results"]["moe_reasoning"]["exact_match,none"] == pytest.approx(
-        sum(out["results"][t]["exact_match,none"] * 3 for t in leaves) / (3 * len(leaves))
+    assert out["results"]["moe_reasoning"]["exact_match,extract_answer"] == pytest.approx(
+        sum(out["results"][t]["exact_match,extract_answer"] * 3 for t in leaves) / (3 * len(leaves))
     )
 
 
@@ -114,18 +114,32 @@ def test_fewshot_uses_gsm8k_worked_solutions_not_the_problem_itself():
     assert context.count(doc["moe_question"]) == 1
 
 
-def test_logged_samples_keep_every_search_candidate():
-    """What --log_samples writes (lm-eval's own sanitising and JSON dump) still holds the candidates."""
+def test_logged_samples_hold_the_answer_and_keep_every_search_candidate():
+    """What --log_samples writes (lm-eval's own sanitising and JSON dump): the selected answer in filtered_resps,
+    as stock answer tasks hold it, and every candidate with its verdict in moe_records."""
     from lm_eval.utils import handle_non_serializable, sanitize_list
 
     candidates = [{"text": _answer(x), "expert_count": k, "score": 0.5, "step_scores": [0.5], "step_count": 3,
                    "finish_reason": "eos", "answer": x} for x, k in (("8", 2), ("7", 4))]
     response = MoEResponse(_answer("8"), {"candidates": candidates, "cost": {"flops": 5.0}})
-    filtered = reasoning.KeepAll().apply([[response]], [{"moe_gold": "7"}])
-    logged = json.loads(json.dumps(sanitize_list(filtered), default=handle_non_serializable))
-    record = json.loads(logged[0][0])
-    assert record["response"] == _answer("8") and record["candidates"] == candidates and record["cost"] == {"flops": 5.0}
-    assert reasoning.process_answer({"moe_gold": "7", "moe_answer_key": "numeric"}, filtered)["coverage"] == 1.0
+    doc = {"moe_gold": "7", "moe_answer_key": "numeric"}
+    filtered = reasoning.ExtractAnswer().apply([[response]], [doc])
+    metrics = reasoning.process_answer(doc, filtered)
+    logged = json.loads(json.dumps({"filtered_resps": sanitize_list(filtered), **metrics}, default=handle_non_serializable))
+    assert logged["filtered_resps"] == ["8"]
+    [record] = logged["moe_records"]
+    assert record["response"] == _answer("8") and record["cost"] == {"flops": 5.0}
+    assert [c["verdict"]["correct"] for c in record["candidates"]] == [False, True]
+    assert [{k: v for k, v in c.items() if k != "verdict"} for c in record["candidates"]] == candidates
+    assert metrics["coverage"] == 1.0 and metrics["exact_match"] == 0.0
+
+
+def test_filtered_answer_of_repeats_is_their_majority_and_of_silence_is_invalid():
+    doc = {"moe_gold": "7", "moe_answer_key": "numeric"}
+    [voted, silent] = reasoning.ExtractAnswer().apply([[_answer("8"), _answer("7"), _answer("7")], ["no idea"]],
+                                                      [doc, doc])
+    assert voted == "7" and len(voted.records) == 3
+    assert silent == reasoning.NO_ANSWER
 
 
 def test_scores_plain_strings_from_other_models_without_cost_metrics():

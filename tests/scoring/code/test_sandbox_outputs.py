@@ -70,10 +70,10 @@ def test_a_sample_the_sandbox_cannot_judge_is_its_verdict_not_an_abort(runner):
     docs = [{"moe_problem": json.dumps({**CodeProblem("broken", "functional_io").__dict__, "entry_point": "f",
                                         "io_tests": [list(test) for test in broken.io_tests]}),
              "moe_prompt_code": ""}]
-    records = ExecuteCode().apply([["def f(x):\n    return 2\n"]], docs)
-    execution = records[0][0]["execution"]
+    [filtered] = ExecuteCode().apply([["def f(x):\n    return 2\n"]], docs)
+    execution = filtered.records[0]["execution"]
     assert execution["outcome"] == "sandbox_error" and "test data is not readable" in execution["detail"]
-    metrics = process_code(docs[0], records[0])
+    metrics = process_code(docs[0], [filtered])
     assert metrics["verdicts_sandbox_error"] == 1.0 and metrics["verdicts_passed"] == 0.0
     assert metrics["exact_match"] == 0.0
 
