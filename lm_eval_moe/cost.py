@@ -154,6 +154,7 @@ class Cost:
     extra_forward_tokens: int = 0  # rerouting: tokens of the optimisation forward passes
     extra_backward_tokens: int = 0
     extra_flops: float = 0.0  # rerouting: optimisation forward + backward
+    verifier_flops: float = 0.0  # the verifier's forward passes (2 x its non-embedding parameters per token)
 
     def add(self, other: Cost) -> None:
         for name in self.__dataclass_fields__:
@@ -217,9 +218,10 @@ class CostLedger:
         self.sampled(generated)
         self._forward(prompt + max(generated - 1, 0), 0, expert_counts)
 
-    def verified(self, tokens: int) -> None:
-        """Tokens the verifier read to score this request's candidates."""
+    def verified(self, tokens: int, flops: float) -> None:
+        """Tokens the verifier read to score this request's candidates, and their FLOPs."""
         self.cost.verifier_tokens += tokens
+        self.cost.verifier_flops += flops
 
     def extra_forward(self, tokens: int, expert_counts: Sequence[int]) -> None:
         """A forward pass the method adds to generation (C3PO's embedding of the prompt)."""

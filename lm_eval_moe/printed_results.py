@@ -18,7 +18,8 @@ from lm_eval_moe.response import RECORDS_KEY
 
 #: per-sample means shown on the cost line, with their words
 COST_PARTS = (("generated_tokens", "{:.0f} generated"), ("verifier_tokens", "{:.0f} verifier"),
-              ("flops", "{:.3g} FLOPs"), ("wall_seconds", "{:.2f} s"))
+              ("flops", "{:.3g} policy FLOPs"), ("extra_flops", "{:.3g} rerouting FLOPs"),
+              ("verifier_flops", "{:.3g} verifier FLOPs"), ("wall_seconds", "{:.2f} s"))
 
 
 def _name_and_filter(key: str) -> tuple[str, str]:
@@ -56,7 +57,8 @@ def _shown(name: str, metrics: dict[str, Any], filter_name: str) -> bool:
 
 
 def cost_line(metrics: dict[str, Any], filter_name: str) -> str | None:
-    """Per-sample means: tokens generated (and read by a verifier), FLOPs, wall time."""
+    """Per-sample means: tokens generated (and read by a verifier), FLOPs (the policy's, rerouting's updates, the
+    verifier's), wall time."""
     values = {name: metrics.get(f"{name},{filter_name}") for name, _ in COST_PARTS}
     parts = [words.format(values[name]) for name, words in COST_PARTS
              if isinstance(values[name], (int, float)) and values[name]]

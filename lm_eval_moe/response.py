@@ -101,7 +101,7 @@ def request_records(results: Sequence[Any]) -> list[SampleRecord]:
 #: Cost fields of a response's metadata reported as sample metrics (summed over a request's repeats).
 COST_METRICS = (
     "generated_tokens", "prompt_tokens", "verifier_tokens", "routed_expert_tokens", "shared_expert_tokens",
-    "flops", "extra_flops",
+    "flops", "extra_flops", "verifier_flops",
 )
 
 

@@ -98,17 +98,29 @@ LLAMA3_TEMPLATE = (
 )
 
 
+#: the verifier formats :func:`save_tiny_prm` builds (every one of lm_eval_moe/verifiers/formats.py)
+TINY_VERIFIER_KINDS = ("qwen_prm", "rlhflow_prm", "math_shepherd", "value_head", "token_classification", "outcome",
+                       "judge")
+
+
 def save_tiny_prm(directory: str | Path, kind: str = "qwen_prm", seed: int = 0) -> Path:
-    """A tiny random-weight PRM with the special tokens and chat template of its format:
-    ``qwen_prm`` (2-label token classifier, ``<extra_0>``, ChatML) or ``rlhflow_prm`` (causal LM,
-    Llama-3 style template)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForTokenClassification
+    """A tiny random-weight verifier with the special tokens, template and layout of its format: ``qwen_prm``
+    (2-label token classifier, ``<extra_0>``, ChatML), ``rlhflow_prm`` (causal LM, Llama-3 style template),
+    ``math_shepherd`` (causal LM with the ``ки`` tag as one token), ``value_head`` (a base model and a
+    ``v_head.summary`` layer in the same safetensors file), ``token_classification`` (2 labels),
+    ``outcome`` (a 1-label sequence classifier) or ``judge`` (a causal LM with a chat template)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import (
+        LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, Qwen2Config, Qwen2ForTokenClassification,
+        Qwen2Model,
+    )
 
     directory = Path(directory)
     shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
                  eos_token_id=EOS_ID)
     torch.manual_seed(seed)
+    tokenizer = byte_tokenizer()
     if kind == "qwen_prm":
         tokenizer = byte_tokenizer(("<extra_0>", "<|im_start|>", "<|im_end|>"))
         tokenizer.chat_template = QWEN_PRM_TEMPLATE
@@ -117,10 +129,27 @@ def save_tiny_prm(directory: str | Path, kind: str = "qwen_prm", seed: int = 0) 
         tokenizer = byte_tokenizer(("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
         tokenizer.chat_template = LLAMA3_TEMPLATE
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **shape))
+    elif kind == "math_shepherd":
+        tokenizer = byte_tokenizer(("ки",))
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **shape))
+    elif kind == "value_head":
+        model = Qwen2Model(Qwen2Config(vocab_size=len(tokenizer), **shape))
+    elif kind == "token_classification":
+        model = Qwen2ForTokenClassification(Qwen2Config(vocab_size=len(tokenizer), num_labels=2, **shape))
+    elif kind == "outcome":
+        model = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tokenizer), num_labels=1, **shape))
+    elif kind == "judge":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **shape))
     else:
-        raise ValueError(f"unknown PRM kind {kind!r}: expected qwen_prm or rlhflow_prm")
+        raise ValueError(f"unknown verifier kind {kind!r}: expected one of {', '.join(TINY_VERIFIER_KINDS)}")
     model.eval().save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    if kind == "value_head":  # trl's / Skywork-o1-Open-PRM's head, stored beside the base weights
+        weights = load_file(directory / "model.safetensors")
+        head = torch.nn.Linear(shape["hidden_size"], 1)
+        weights.update({"v_head.summary.weight": head.weight.detach().clone(),
+                        "v_head.summary.bias": head.bias.detach().clone()})
+        save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     return directory
 
 

@@ -75,6 +75,16 @@ def qwen_prm_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def verifier_dirs(tmp_path_factory) -> dict[str, pathlib.Path]:
+    """A tiny random checkpoint of every verifier format, in a folder named after it (Math-Shepherd's detection
+    reads 'shepherd' in the name)."""
+    from lm_eval_moe.testing import TINY_VERIFIER_KINDS, save_tiny_prm
+
+    return {kind: save_tiny_prm(tmp_path_factory.mktemp(f"{kind}_verifier"), kind, seed=3 + index)
+            for index, kind in enumerate(TINY_VERIFIER_KINDS)}
+
+
+@pytest.fixture(scope="session")
 def rlhflow_prm_dir(tmp_path_factory) -> pathlib.Path:
     from lm_eval_moe.testing import save_tiny_prm
 

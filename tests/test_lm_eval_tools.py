@@ -107,7 +107,7 @@ def test_the_printed_table_shows_pass_and_majority_at_k_and_coverage_where_they_
     view = printed_view({"results": {"moe_gsm8k": metrics, "gsm8k": stock}, "versions": {}})
     shown = {key.split(",")[0] for key in view["results"]["moe_gsm8k"] if "," in key}
     assert shown == {"exact_match", "exact_match_stderr", "pass@4", "maj@4", "coverage", "cost"}
-    assert view["results"]["moe_gsm8k"]["cost,extract_answer"] == "2e+09 FLOPs, 1.50 s per sample"
+    assert view["results"]["moe_gsm8k"]["cost,extract_answer"] == "2e+09 policy FLOPs, 1.50 s per sample"
     assert view["results"]["gsm8k"] == stock  # other tasks print as lm-eval prints them
 
 

@@ -110,7 +110,7 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None)
     for row in table:
         x = row.tokens
         if cost == "flops":
-            x = None if row.flops is None else row.flops + (row.extra_flops or 0.0)
+            x = None if row.flops is None else row.flops + (row.extra_flops or 0.0) + (row.verifier_flops or 0.0)
         if x is None or row.accuracy is None:
             continue
         panels[(row.task, row.model.rsplit("/", 1)[-1])][row.method].append((x, row.accuracy, row.stderr or 0.0))
@@ -128,7 +128,7 @@ def accuracy_vs_cost(table: Sequence[Row], cost: str, source: str | None = None)
             colour, marker = style[method]
             axis.errorbar(xs, ys, yerr=errors, marker=marker, color=colour, capsize=3, label=method)
         axis.set_title(f"{task}\n{model}", fontsize=9)
-        axis.set_xlabel("FLOPs per sample (with rerouting's updates)" if cost == "flops" else
+        axis.set_xlabel("FLOPs per sample (policy, rerouting's updates, verifier)" if cost == "flops" else
                         "generated tokens per sample")
         if cost == "flops":
             axis.set_xscale("log")

@@ -34,6 +34,7 @@ class Row:
     tokens: float | None
     flops: float | None
     extra_flops: float | None  # rerouting's optimisation, counted apart from the policy's FLOPs
+    verifier_flops: float | None  # the verifier's forward passes
     avg_k: float | None
     samples: int | None
     source: str
@@ -58,6 +59,7 @@ def rows(runs: Sequence[Run], include_groups: bool = True) -> list[Row]:
                 stderr=task.stderr.get(key) if key else None,
                 precision=task.value("precision"), coverage=task.value("coverage"),
                 tokens=task.value("generated_tokens"), flops=task.value("flops"), extra_flops=task.value("extra_flops"),
+                verifier_flops=task.value("verifier_flops"),
                 avg_k=task.value("avg_expert_count"), samples=task.samples_count, source=str(run.path),
             ))
     return table

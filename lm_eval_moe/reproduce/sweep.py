@@ -63,6 +63,8 @@ def point_identity(model_class: Any, model_args: dict[str, str], point: Point) -
                               {role: resolve_checkpoint(name, role) for role, name in settings.loaded_files().items()})
     evaluation = {key: value for key, value in dataclasses.asdict(point).items() if key not in ("name", "overrides")}
     evaluation["include_path"] = [checkpoint_identity(path) for path in point.include_path]
+    # what is logged is not what the numbers depend on: finished() asks for the samples files when they are wanted
+    evaluation["lm_eval"] = {key: value for key, value in point.lm_eval.items() if key != "log_samples"}
     return {**identity, "evaluation": evaluation}
 
 
@@ -78,13 +80,17 @@ def finished(point: Point, output: Path, identity: dict[str, Any]) -> bool:
             continue
     if not folder.exists() or not set(point.tasks) <= reported:
         return False
-    try:
-        stored = json.loads((folder / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        stored = {}
-    if stored == identity:
-        return True
-    changed = differences(stored, identity) if stored else ["no run_identity.json (run before identities were kept)"]
+    if point.lm_eval.get("log_samples") and not any(folder.rglob("samples_*.jsonl")):
+        stored = None  # finished without the samples now asked for: run again
+    else:
+        try:
+            stored = json.loads((folder / IDENTITY_FILE).read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if stored == identity:
+            return True
+    changed = (["run without --log_samples, which are asked for now"] if stored is None else
+               differences(stored, identity) if stored else ["no run_identity.json (run before identities were kept)"])
     replaced = output / "_replaced" / f"{point.name.replace('/', '_')}.{time.strftime('%Y%m%d-%H%M%S')}"
     replaced.parent.mkdir(parents=True, exist_ok=True)
     folder.rename(replaced)

@@ -137,7 +137,8 @@ def run_search(
             cursor = 0
             for index, request in score:
                 answers[index] = scored[cursor : cursor + len(request.nodes)]
-                context.ledgers[index].verified(sum(s.tokens for s in answers[index]))
+                tokens = sum(s.tokens for s in answers[index])
+                context.ledgers[index].verified(tokens, tokens * verifier.flops_per_token)
                 cursor += len(request.nodes)
         for index, answer in answers.items():
             try:

@@ -45,7 +45,8 @@ class SearchMethod:
         these settings (a sweep over other settings keeps it)."""
         if verifier is None:
             verifier = load_verifier(
-                settings.verifier or "majority", verifier_type=settings.verifier_type,
+                settings.verifier or "majority", verifier_format=settings.verifier_format,
+                step_tag=settings.verifier_step_tag,
                 device=settings.verifier_device or device, dtype=settings.verifier_dtype,
                 batch_size=settings.verifier_batch_size, trust_remote_code=settings.verifier_trust_remote_code,
             )
@@ -73,13 +74,20 @@ class SearchMethod:
     def verifier_name(self) -> str:
         return self.settings.verifier or "none"
 
+    @property
+    def verifier_format(self) -> str | None:
+        """The format the verifier was loaded as (given or detected); None for majority and likelihood."""
+        name = getattr(self.verifier, "name", "")
+        return name.split(":", 1)[0] if ":" in name else None
+
     def run(self, problems: Sequence[Problem], max_tokens: int, sampling: SamplingConfig,
             progress: tqdm | None = None) -> Iterator[tuple[list[SearchOutcome], dict[str, Any]]]:
         """Search ``problems`` (whose candidates may use up to ``max_tokens``) in batches of
         ``search_batch_size``, sampling with ``sampling``; yields each batch's outcomes, in order, as soon as
         the batch is done, with each outcome's share of the batch's wall time and memory."""
         settings = self.settings
-        config = settings.search_config(self.moe.default_k, self.moe.num_experts, max_tokens)
+        config = settings.search_config(self.moe.default_k, self.moe.num_experts, max_tokens,
+                                        self.verifier.default_aggregation)
         self.engine.sampling = sampling
         for start in range(0, len(problems), settings.search_batch_size):
             meter = Meter()
@@ -103,7 +111,8 @@ class SearchMethod:
             "expert_counts": [expert_count_value(k) for k in settings.search_config(
                 self.moe.default_k, self.moe.num_experts, 1).expert_counts],
             "max_step_tokens": settings.max_step_tokens, "step_delimiter": settings.step_delimiter,
-            "verifier": self.verifier_name, "aggregation": settings.aggregation, "final": settings.final_rule,
+            "verifier": self.verifier_name, "verifier_format": self.verifier_format,
+            "aggregation": settings.aggregation or self.verifier.default_aggregation, "final": settings.final_rule,
             "rounding": settings.rounding, "refill": settings.refill, "finished_compete": settings.finished_compete,
             "inherit": settings.inherit, "seed": settings.seed, "cache_mode": self.engine.cache_mode,
             "reroute": None if settings.reroute_settings is None else {

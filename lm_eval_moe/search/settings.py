@@ -59,7 +59,9 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
     step_delimiter: str = arg("\n\n", _delimiter, "end of a reasoning step")
     max_step_tokens: int = arg(512, positive_int, "token cap per step")
     max_tokens: int | None = arg(None, optional_positive_int, "token cap per candidate (default: max_gen_toks)")
-    aggregation: str = arg("last", choice(*AGGREGATIONS), "step scores to one score")
+    aggregation: str | None = arg(None, lambda name, value: None if value is None else choice(*AGGREGATIONS)(name, value),
+                                  f"step scores to one score: {', '.join(AGGREGATIONS)} (default: the verifier "
+                                  "format's rule)")
     final: str | None = arg(None, lambda name, value: choice(*FINAL_RULES)(name, value), "final answer rule")
     rounding: str = arg("round_robin", choice("round_robin", "floor"), "when N / |states| is not whole")
     refill: str = arg("replicate", choice("replicate", "none"), "fewer than M live states: spend N on them, or not")
@@ -175,8 +177,10 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
     def arg_names(cls) -> list[str]:
         return [*arg_names(cls), *(f"reroute_{name}" for name in REROUTE_PRIMING)]
 
-    def search_config(self, default_counts: list[int], num_experts: int, max_tokens: int) -> SearchConfig:
-        """The algorithm's configuration for a model with these per-layer default k and routed experts."""
+    def search_config(self, default_counts: list[int], num_experts: int, max_tokens: int,
+                      default_aggregation: str = "last") -> SearchConfig:
+        """The algorithm's configuration for a model with these per-layer default k and routed experts, and a
+        verifier whose format aggregates its step scores by ``default_aggregation`` unless ``aggregation`` is given."""
         layers = len(default_counts)
         counts: tuple[tuple[int, ...], ...] = ()
         if "expert_counts" in STRATEGIES[self.strategy].uses:
@@ -185,7 +189,7 @@ class SearchSettings(RoutingSettings, BackendSettings, VerifierSettings):
         return SearchConfig(
             budget=self.budget, keep=self.kept_states, max_steps=self.max_steps, expert_counts=counts,
             max_step_tokens=self.max_step_tokens, max_tokens=self.max_tokens or max_tokens,
-            aggregation=self.aggregation, final=self.final_rule,  # type: ignore[arg-type]
+            aggregation=self.aggregation or default_aggregation, final=self.final_rule,  # type: ignore[arg-type]
             rounding=self.rounding, refill=self.refill,  # type: ignore[arg-type]
             finished_compete=self.finished_compete, inherit=self.inherit,
             needs_scores=STRATEGIES[self.strategy].needs_scores and self.verifier != "majority",

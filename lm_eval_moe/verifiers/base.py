@@ -32,6 +32,8 @@ class Verifier(Protocol):
     """What a search asks of a verifier: one :class:`StepScores` per path (a node of the search tree)."""
 
     name: str
+    default_aggregation: Aggregation
+    flops_per_token: float  # of a forward pass over the verifier's input (0 when it reads none)
 
     def score_paths(self, questions: Sequence[str], nodes: Sequence[Node], delimiter: str) -> list[StepScores]: ...
 
@@ -40,6 +42,8 @@ class StepVerifier:
     """A verifier that reads the text of each step (a PRM): paths are split into steps on the delimiter."""
 
     name = ""
+    #: how its step scores become one score unless the user sets ``aggregation`` (the format's published rule)
+    default_aggregation: Aggregation = "last"
 
     def score(self, questions: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[StepScores]:
         raise NotImplementedError

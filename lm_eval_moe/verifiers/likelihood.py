@@ -20,6 +20,8 @@ from lm_eval_moe.verifiers.base import StepScores
 
 class LikelihoodVerifier:
     name = "likelihood"
+    default_aggregation = "last"
+    flops_per_token = 0.0  # reads the log-probabilities recorded while sampling: no forward pass
 
     def score_paths(self, questions: Sequence[str], nodes: Sequence[Node], delimiter: str) -> list[StepScores]:
         """One score per expansion of the path, read from its recorded log-probabilities (no forward pass)."""

@@ -33,6 +33,13 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output[0]
 
 
+def dense_flops_per_token(*modules: Any) -> float:
+    """2 x the parameters a token meets in a forward pass (embedding tables are looked up, not multiplied; the
+    attention's quadratic term is left out): the verifier's FLOPs per input token."""
+    return 2.0 * sum(p.numel() for module in modules for name, p in module.named_parameters()
+                     if "embed" not in name and "wte" not in name)
+
+
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -45,9 +52,10 @@ class _BatchedPRM(StepVerifier):
         self.name = name
         self.device = next(model.parameters()).device
         self.pad_id = pad_token_id(tokenizer)
+        self.flops_per_token = dense_flops_per_token(model)
 
     def _forward(self, sequences: Sequence[list[int]]) -> list[torch.Tensor]:
-        """Float logits per sequence (right padding), in batches."""
+        """Float outputs per sequence (right padding), in batches."""
         outputs: list[torch.Tensor] = []
         for start in range(0, len(sequences), self.batch_size):
             chunk = sequences[start : start + self.batch_size]
@@ -58,9 +66,15 @@ class _BatchedPRM(StepVerifier):
                 ids[row, : len(sequence)] = torch.tensor(sequence)
                 mask[row, : len(sequence)] = 1
             with torch.no_grad():
-                logits = _logits(self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)))
-            outputs += [logits[row, : len(sequence)].float().cpu() for row, sequence in enumerate(chunk)]
+                logits = self._model_output(ids.to(self.device), mask.to(self.device))
+            # per token (batch x length x outputs), or per sequence (a sequence classifier: batch x labels)
+            outputs += [(logits[row, : len(sequence)] if logits.dim() == 3 else logits[row]).float().cpu()
+                        for row, sequence in enumerate(chunk)]
         return outputs
+
+    def _model_output(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-token outputs of the checkpoint (logits; a value head's scalars)."""
+        return _logits(self.model(input_ids=ids, attention_mask=mask))
 
     def _encode(self, text: str) -> list[int]:
         return _encode(self.tokenizer, text)

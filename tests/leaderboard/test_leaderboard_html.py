@@ -19,7 +19,7 @@ REQUIRE_BROWSER = "LM_EVAL_MOE_REQUIRE_BROWSER"
 def _row(method: str, settings: str, accuracy: float | None, flops: float | None) -> Row:
     return Row(model="m", method=method, settings=settings, task="moe_gsm8k", metric="exact_match,extract_answer",
                accuracy=accuracy, stderr=None, precision=None, coverage=None, tokens=None, flops=flops,
-               extra_flops=None, avg_k=None, samples=10, source="x")
+               extra_flops=None, verifier_flops=None, avg_k=None, samples=10, source="x")
 
 
 @pytest.fixture

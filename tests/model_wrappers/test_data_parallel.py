@@ -61,6 +61,7 @@ def _assert_same_samples(single: dict[int, dict], parallel: dict[int, dict]) -> 
     for doc_id, sample in single.items():
         expected, got = reproducible_sample(sample), reproducible_sample(parallel[doc_id])
         assert _rounded(got.pop("records")) == _rounded(expected.pop("records")), doc_id
+        assert got.pop("filtered_resps") == expected.pop("filtered_resps"), doc_id
         assert set(got) == set(expected) and "exact_match" in expected, doc_id  # the computed metrics, not time
         for metric, value in expected.items():
             assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-9), (doc_id, metric)

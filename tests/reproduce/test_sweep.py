@@ -134,3 +134,12 @@ def test_a_point_run_with_another_identity_is_run_again(tmp_path, tiny_task_dir,
     with caplog.at_level("WARNING"):
         assert len(run_points("moe_hf", args, [point(3)], output)) == 1
     assert "checkpoint.sha256" in caplog.text
+    caplog.clear()
+    for samples in (output / "expert_count-1").rglob("samples_*.jsonl"):
+        samples.unlink()  # as if run without --log_samples
+    logged = Point("expert_count-1", {"expert_count": "1"}, ["moe_test_echo"], limit=3,
+                   include_path=[str(tiny_task_dir)], lm_eval={"log_samples": True})
+    with caplog.at_level("WARNING"):  # finished without the samples now asked for
+        assert len(run_points("moe_hf", args, [logged], output)) == 1
+    assert "run without --log_samples" in caplog.text
+    assert run_points("moe_hf", args, [point(3)], output) == []  # logged samples satisfy a run that needs none

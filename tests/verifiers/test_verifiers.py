@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_eval_moe.verifiers import (
-    PRMFormatError, QwenPRM, RLHFlowPRM, VerifierLoadError, aggregate, guess_verifier_type, load_verifier, split_steps,
+    PRMFormatError, QwenPRM, RLHFlowPRM, VerifierLoadError, aggregate, detect_format, load_verifier, split_steps,
 )
 from lm_eval_moe.verifiers.prm import QWEN_SYSTEM_PROMPT
 
@@ -107,11 +107,11 @@ def test_format_is_guessed_and_can_be_forced(qwen_prm_dir, rlhflow_prm_dir):
     from transformers import AutoConfig, AutoTokenizer
 
     for path, kind in ((qwen_prm_dir, "qwen_prm"), (rlhflow_prm_dir, "rlhflow_prm")):
-        assert guess_verifier_type(AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)) == kind
+        assert detect_format(str(path), AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)) == kind
     with pytest.raises(PRMFormatError, match="<extra_0>"):
-        load_verifier(str(rlhflow_prm_dir), verifier_type="qwen_prm")
-    with pytest.raises(VerifierLoadError, match="verifier_type='orm'"):
-        load_verifier(str(qwen_prm_dir), verifier_type="orm")
+        load_verifier(str(rlhflow_prm_dir), verifier_format="qwen_prm")
+    with pytest.raises(VerifierLoadError, match="verifier_format='orm'"):
+        load_verifier(str(qwen_prm_dir), verifier_format="orm")
 
 
 def test_remote_code_needs_consent(qwen_prm_dir, tmp_path):
