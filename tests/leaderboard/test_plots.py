@@ -3,8 +3,6 @@ labels that tell runs apart (the demo's two rerouting runs differ only in their 
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 
 import pytest
 
