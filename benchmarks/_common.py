@@ -1,6 +1,7 @@
 """What the benchmarks share: the random-weight policies of the search, rerouting and mixed-k benchmarks
 (``small``: hidden 256, 32 experts, top-8, 4 layers, for CPU; ``olmoe-1b-7b``: OLMoE-1B-7B's shape, 6.9B
-parameters, for a GPU), timing that waits for the GPU, and the benchmark data folder."""
+parameters, and ``qwen3-30b-a3b``: Qwen3-30B-A3B's shape, 30.5B parameters, for a GPU), timing that waits
+for the GPU, and the benchmark data folder."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from lm_eval_moe.testing import byte_tokenizer, tiny_config, tiny_moe
 OLMOE_1B_7B = {"hidden_size": 2048, "intermediate_size": 1024, "num_experts": 64, "num_experts_per_tok": 8,
                "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 50304,
                "max_position_embeddings": 4096}
-POLICIES = ("small", "olmoe-1b-7b")
+#: Qwen3-30B-A3B's shape (Qwen/Qwen3-30B-A3B config.json): 48 layers, 128 experts, top-8, every layer sparse
+QWEN3_30B_A3B = {"hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128,
+                 "num_experts_per_tok": 8, "num_hidden_layers": 48, "num_attention_heads": 32,
+                 "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
+                 "norm_topk_prob": True}
+#: the real-size policies: family and shape
+REAL_SIZE = {"olmoe-1b-7b": ("olmoe", OLMOE_1B_7B), "qwen3-30b-a3b": ("qwen3_moe", QWEN3_30B_A3B)}
+POLICIES = ("small", *REAL_SIZE)
 
 
 #: the small policy's shape (CPU); bench_mixed_k.py overrides it from its --hidden/--experts/--layers
@@ -34,13 +42,17 @@ def benchmark_policy(policy: str = "small", device: str = "cpu", dtype: str = "f
         raise SystemExit(f"--policy {policy}: the shape options apply to --policy small only")
     if policy == "small":
         model = tiny_moe("olmoe", seed=0, **{**SMALL, **small}).to(device=device, dtype=getattr(torch, dtype))
-    elif policy == "olmoe-1b-7b":
+    elif policy in REAL_SIZE:
         from transformers import AutoModelForCausalLM
 
+        family, shape = REAL_SIZE[policy]
         torch.manual_seed(0)
-        with torch.device(device):  # initialised where it runs: 6.9B parameters
-            model = AutoModelForCausalLM.from_config(tiny_config("olmoe", **OLMOE_1B_7B),
-                                                     dtype=getattr(torch, dtype)).eval()
+        with torch.device(device):  # initialised where it runs: 6.9B / 30.5B parameters
+            model = AutoModelForCausalLM.from_config(tiny_config(family, **shape), dtype=getattr(torch, dtype)).eval()
+            with torch.no_grad():  # routers initialised to zero would route every token alike
+                for param in model.parameters():
+                    if param.numel() and not bool(param.any()):
+                        param.normal_(0.0, 0.02)
     else:
         raise SystemExit(f"--policy {policy!r}: expected one of {', '.join(POLICIES)}")
     moe = attach(model)
@@ -49,7 +61,7 @@ def benchmark_policy(policy: str = "small", device: str = "cpu", dtype: str = "f
 
 def describe(model) -> str:
     config = model.config
-    return (f"OLMoE shape, hidden {config.hidden_size}, {config.num_experts} experts (top-{config.num_experts_per_tok}), "
+    return (f"{config.model_type} shape, hidden {config.hidden_size}, {config.num_experts} experts (top-{config.num_experts_per_tok}), "
             f"{config.num_hidden_layers} layers, {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters, "
             f"{next(model.parameters()).dtype} on {device_name(next(model.parameters()).device)}")
 

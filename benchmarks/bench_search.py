@@ -3,7 +3,9 @@
 (a) one DES expansion round over mixed-k beams in ONE batch vs the same beams grouped by k (one batch
     per k, each continuing its own cached prefixes);
 (b) a whole DES search continuing from cached prefixes vs re-reading every prefix each step;
-(c) DES vs Best-of-N at the same budget N and a comparable number of generated tokens.
+(c) DES vs Best-of-N at the same budget N and a comparable number of generated tokens;
+(d) each strategy's generated tokens per second next to plain sampling's (transformers' ``generate`` of the same
+    N samples of the same length from the same prompt: the ceiling a search can reach).
 
 Steps have a fixed length (a delimiter the random policy never emits, ``max_step_tokens`` cap) so that
 every variant does the same generation work; a tiny random PRM scores the candidates.
@@ -116,6 +118,22 @@ def main() -> None:
     def tokens(key):
         return sum(o.cost.generated_tokens for o in outcome[key]), sum(o.cost.reprocessed_tokens for o in outcome[key])
 
+    strategies = {}
+    for name in ("beam", "dvts"):
+        seconds = _median_seconds(search(name, "reuse", config), args.repeats)
+        strategies[name] = (seconds, tokens((name, "reuse"))[0])
+
+    def plain_sampling():
+        ids = torch.tensor([problems[0].prompt_ids] * args.budget, device=args.device)
+        for problem in problems:
+            ids[:] = torch.tensor(problem.prompt_ids[: ids.shape[1]], device=args.device)
+            with torch.no_grad():
+                model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
+                               max_new_tokens=args.steps * args.step_tokens, min_new_tokens=args.steps * args.step_tokens,
+                               pad_token_id=tok.pad_token_id)
+
+    plain = _median_seconds(plain_sampling, args.repeats)
+    plain_tokens = args.problems * args.budget * args.steps * args.step_tokens
     des_gen, _ = tokens(("des", "reuse"))
     _, reread_tokens = tokens(("des", "reread"))
     bon_gen, _ = tokens(("best_of_n", "reuse"))
@@ -126,7 +144,13 @@ def main() -> None:
     print(f"(b) DES search: prefix reuse {reuse:.2f} s, re-reading {reread:.2f} s ({reread_tokens} tokens re-read) "
           f"-> re-read / reuse = {reread / reuse:.2f}x")
     print(f"(c) DES {reuse:.2f} s ({des_gen} generated tokens) vs Best-of-N {bon:.2f} s ({bon_gen} generated tokens)"
-          f" -> DES / BoN = {reuse / bon:.2f}x time, {des_gen / bon_gen:.2f}x tokens")
+          f" -> DES / BoN = {reuse / bon:.2f}x time, {des_gen / bon_gen:.2f}x tokens, "
+          f"{(reuse / des_gen) / (bon / bon_gen):.2f}x time per token")
+    strategies = {"des": (reuse, des_gen), "best_of_n": (bon, bon_gen), **strategies}
+    print(f"(d) plain sampling (transformers' generate): {plain_tokens / plain:.0f} generated tokens/s ({plain:.2f} s)")
+    for name, (seconds, generated) in strategies.items():
+        print(f"    {name}: {generated / seconds:.0f} generated tokens/s ({seconds:.2f} s, {generated} tokens) -> "
+              f"{generated / seconds / (plain_tokens / plain):.2f}x plain sampling's rate")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class MoEHFLM(MoEHFLMBase):
         return None
 
     def reported_settings(self) -> dict[str, Any]:
-        return {**super().reported_settings(), "backend": self.method_settings.backend}
+        return {**super().reported_settings(), **self.method_settings.reported_backend()}
 
     def _generate(self, requests: list[Instance], repeats: list[int], disable_tqdm: bool) -> Iterator[Generated]:
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc=f"{self.model_name} generate_until")

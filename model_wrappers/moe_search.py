@@ -57,7 +57,7 @@ class MoESearchLM(MoEHFLMBase):
         logger.info("%s: %s", self.model_name, self.method.describe())
 
     def reported_settings(self) -> dict[str, Any]:
-        return {**super().reported_settings(), "backend": self.method_settings.backend, **self.method.describe()}
+        return {**super().reported_settings(), **self.method_settings.reported_backend(), **self.method.describe()}
 
     def _note_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._notes:

@@ -30,7 +30,7 @@ from lm_eval_moe.generation.batch import BatchContext
 from lm_eval_moe.generation.special_tokens import eos_token_ids, pad_token_id
 from lm_eval_moe.generation.stops import holds_stop
 from lm_eval_moe.generation.nodes import Expansion, Node, child_node
-from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
+from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_rows
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
 
@@ -221,32 +221,33 @@ class StepEngine:
         new_logprobs: list[list[float]] = [[] for _ in range(batch)]
         reasons = [""] * batch
         active = [True] * batch
-        feed = pending.clone()
+        # host copies of what the loop reads per row (last token, attended length): one transfer per step
+        last = pending.tolist()
+        lengths = mask.sum(dim=1).tolist()
         bias = self._row_bias([e.parent.problem for e in expansions], context)
         with torch.no_grad(), self.moe.routing(row_expert_counts=counts, bias=bias):
             while any(active):
-                column = torch.tensor(active, dtype=torch.long, device=self.device).unsqueeze(1)
-                mask = torch.cat([mask, column], dim=1)
-                positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+                rows = [row for row in range(batch) if active[row]]
+                lengths = [length + live for length, live in zip(lengths, active)]
+                mask = torch.cat([mask, torch.tensor(active, dtype=torch.long).unsqueeze(1).to(self.device)], dim=1)
+                feed = torch.tensor([token if live else self.pad_id for token, live in zip(last, active)])
+                positions = torch.tensor([max(length - 1, 0) for length in lengths]).unsqueeze(1)
                 out = self.model(
-                    input_ids=feed.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                    **cache_argument(cache), use_cache=True,
+                    input_ids=feed.unsqueeze(1).to(self.device), attention_mask=mask,
+                    position_ids=positions.to(self.device), **cache_argument(cache), use_cache=True,
                 )
                 self.forward_calls += 1
                 cache = returned_cache(out)
-                logits = out.logits[:, -1].float()
-                for row in range(batch):
-                    if not active[row]:
-                        continue
+                logits = out.logits[:, -1].float().index_select(0, torch.tensor(rows, device=self.device))
+                drawn, drawn_logprobs = sample_rows(logits, self.sampling, [generators[row] for row in rows])
+                for row, token, logprob in zip(rows, drawn, drawn_logprobs):
                     expansion = expansions[row]
                     ledger = context.ledgers[expansion.parent.problem]
-                    ledger.feed(int(positions[row]), counts[row])
-                    token, logprob = sample_token(logits[row], self.sampling, generators[row])
+                    ledger.feed(max(lengths[row] - 1, 0), counts[row])
                     new_tokens[row].append(token)
                     new_logprobs[row].append(logprob)
                     ledger.sampled()
-                    pending[row] = token
-                    feed[row] = token
+                    last[row] = token
                     if token in self.eos_ids:
                         active[row], reasons[row] = False, "eos"
                     elif holds_stop(new_tokens[row], context.stop_strings.get(expansion.parent.problem, ()),
@@ -256,7 +257,7 @@ class StepEngine:
                         active[row], reasons[row] = False, "length"
                     elif expansion.stop_at_delimiter and self._step_done(new_tokens[row]):
                         active[row] = False
-                feed = torch.where(torch.tensor(active, device=self.device), feed, torch.full_like(feed, self.pad_id))
+        pending = torch.tensor(last, dtype=torch.long, device=self.device)
         children = [
             child_node(expansion, count, tokens, logprobs, reason, self._decode)
             for expansion, count, tokens, logprobs, reason in zip(expansions, counts, new_tokens, new_logprobs, reasons)

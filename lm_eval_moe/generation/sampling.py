@@ -8,6 +8,7 @@ same candidates at any batch size, and a problem gets the same seeds on any data
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,22 +42,26 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
-def sample_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> tuple[int, float]:
-    """(token, policy log-probability at temperature 1) from one row of float logits."""
+def sample_rows(logits: torch.Tensor, config: SamplingConfig, generators: Sequence[torch.Generator]
+                ) -> tuple[list[int], list[float]]:
+    """(tokens, policy log-probabilities at temperature 1) for the rows of (rows, vocab) float logits, one draw
+    per row from that row's generator. The arithmetic runs on the whole batch and the results cross to the
+    host once, so a decode step waits on the device once, not twice per row; each row's draw is the one it
+    would get alone (same probabilities, same generator)."""
     log_probs = torch.log_softmax(logits, dim=-1)
     if config.temperature == 0:
-        token = int(torch.argmax(logits))
-        return token, float(log_probs[token])
-    scaled = logits / config.temperature
-    if config.top_k:
-        threshold = torch.topk(scaled, min(config.top_k, scaled.numel())).values[-1]
-        scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs > config.top_p  # keep the smallest prefix reaching top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    token = int(torch.multinomial(probs, 1, generator=generator))
-    return token, float(log_probs[token])
+        tokens = torch.argmax(logits, dim=-1)
+    else:
+        scaled = logits / config.temperature
+        if config.top_k:
+            threshold = torch.topk(scaled, min(config.top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
+            scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        if config.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+            cumulative = torch.cumsum(sorted_probs, dim=-1)
+            drop = cumulative - sorted_probs > config.top_p  # keep the smallest prefix reaching top_p
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+        tokens = torch.cat([torch.multinomial(row, 1, generator=generator) for row, generator in zip(probs, generators)])
+    chosen = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return tokens.tolist(), chosen.tolist()

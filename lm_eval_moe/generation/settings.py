@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from lm_eval_moe.model_args import (
     ModelArgSettings, arg, choice, optional_float, optional_positive_int, parse_int, positive_int,
@@ -17,6 +19,12 @@ class BackendSettings(ModelArgSettings):
     vllm_gpu_memory_utilization: float | None = arg(None, optional_float, "vLLM gpu_memory_utilization",
                                                     load_time=True)
     vllm_tensor_parallel_size: int = arg(1, positive_int, "vLLM tensor_parallel_size", load_time=True)
+
+    def reported_backend(self) -> dict[str, Any]:
+        """The backend and, for vLLM, every engine setting it was loaded with (``vllm_*``), for the results."""
+        engine = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                  if self.backend == "vllm" and field.name.startswith("vllm_")}
+        return {"backend": self.backend, **engine}
 
 
 @dataclass(frozen=True)

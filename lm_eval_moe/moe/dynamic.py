@@ -3,7 +3,12 @@
 :class:`DynamicMoE` replaces the ``forward`` of every router instance with :func:`route`, which
 reproduces the stock routing exactly and reads the run-time knobs from this object:
 
-* expert count k: global, per MoE layer, and per sequence of the batch (``row_expert_counts``);
+* expert count k: global, per MoE layer, and per sequence of the batch (``row_expert_counts``). A batch of
+  mixed k is routed at the largest k with the extra ranks masked (weight 0, an id the experts skip). For blocks
+  of at least :data:`PAIRS_MIN_TOKENS` tokens (a prefill) the experts module then receives only the selected
+  (token, expert) pairs, as one pair per row (k = 1), and their outputs are summed back per token: its work
+  (sorting, gathers, activations, GEMM rows) follows the k each token uses, not the largest. Smaller blocks (a
+  decode step) keep the masked call, whose bookkeeping costs less than the rows it would save;
 * an additive router-logit bias per layer, shared or per sequence, differentiable;
 * routing records on demand (``with moe.record() as rec:``); a ``None`` check when off.
 """
@@ -29,6 +34,10 @@ from lm_eval_moe.moe.settings import text_config
 
 logger = logging.getLogger(__name__)
 
+#: a mixed-k block of at least this many tokens hands the experts its selected pairs only (bench_mixed_k.py
+#: measures both ways)
+PAIRS_MIN_TOKENS = 64
+
 
 class ExpertCountError(ValueError):
     """An expert count outside 1..num_routed_experts, or of the wrong shape."""
@@ -46,6 +55,7 @@ class MoELayer:
     default_expert_count: int
     rule: RoutingRule
     skippable_index: int | None  # id the experts module can skip, or None (then duplicate the top expert)
+    takes_selected_pairs: bool = False  # its experts module takes (hidden, index, weights): callable on selected pairs
 
 
 def _model_type(model: nn.Module) -> str:
@@ -80,11 +90,15 @@ class DynamicMoE:
         self._row_k: torch.Tensor | None = None  # (batch, layers) long
         self._row_uniform: list[int | None] = []
         self._token_k_cache: tuple[int, torch.Tensor] | None = None
+        self._pairs_cache: tuple[int, torch.device, list] | None = None
+        self._pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> its block's selected pairs
         self._bias: torch.Tensor | None = None  # (layers, experts) or (batch, layers, experts)
         self._mix: tuple[float, dict[int, torch.Tensor]] | None = None  # alpha, layer -> (experts,) or (batch, experts)
         self._recorder: RoutingRecorder | None = None
         for layer in self.layers:
             layer.router.forward = types.MethodType(self._make_forward(layer), layer.router)
+            if layer.takes_selected_pairs:
+                layer.experts.forward = self._make_experts_forward(layer, layer.experts.forward)
         model._lm_eval_moe = self  # type: ignore[attr-defined]
         logger.info(
             "Dynamic MoE on %s: %d MoE layers, %d routed experts, default k=%s, renormalise=%s",
@@ -118,6 +132,7 @@ class DynamicMoE:
                     default_expert_count=int(module.top_k),
                     rule=rule,
                     skippable_index=_skippable_index(experts, num_experts),
+                    takes_selected_pairs=experts is not None and hasattr(experts, "_is_expert_parallel"),
                 )
             )
         if not layers:
@@ -183,7 +198,7 @@ class DynamicMoE:
     def set_row_expert_counts(self, counts: Sequence[int | Sequence[int]] | torch.Tensor | None) -> None:
         """Per-sequence k for the next forward passes: one entry per batch row, each a global or
         per-layer count. None returns to the per-layer setting."""
-        self._token_k_cache = None
+        self._token_k_cache = self._pairs_cache = None
         if counts is None:
             self._row_k = None
             self._row_uniform = []
@@ -261,10 +276,11 @@ class DynamicMoE:
 
     # ------------------------------------------------------------------ teardown
     def detach(self) -> None:
-        """Restore the stock router forwards."""
+        """Restore the stock router (and experts) forwards."""
         for layer in self.layers:
-            if "forward" in vars(layer.router):
-                del layer.router.forward
+            for module in (layer.router, layer.experts):
+                if module is not None and "forward" in vars(module):
+                    del module.forward
         if getattr(self.model, "_lm_eval_moe", None) is self:
             del self.model._lm_eval_moe
 
@@ -288,6 +304,36 @@ class DynamicMoE:
             self._token_k_cache = (tokens, per_token)
         column = self._token_k_cache[1][:, layer.index]
         return int(self._row_k[:, layer.index].max()), column
+
+    def _selected_pairs(self, layer: MoELayer, tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token, flat position in the (tokens, k_max) routing) of each selected pair of a mixed-k layer, built on
+        the host from the rows' k once per block shape (no device round trip)."""
+        if self._pairs_cache is None or self._pairs_cache[:2] != (tokens, device):
+            per_row = self._rows(tokens, self._row_k.shape[0])
+            pairs = []
+            for index in range(len(self.layers)):
+                counts = self._row_k[:, index].repeat_interleave(per_row)
+                k_max = int(counts.max())
+                token, rank = (torch.arange(k_max) < counts.unsqueeze(1)).nonzero(as_tuple=True)
+                pairs.append((token.to(device), (token * k_max + rank).to(device)))
+            self._pairs_cache = (tokens, device, pairs)
+        return self._pairs_cache[2][layer.index]
+
+    def _make_experts_forward(self, layer: MoELayer, original):
+        """The experts module's forward; given the router's selected pairs, it runs them as one pair per row
+        (k = 1) and sums each token's pairs back: the same result without the masked ranks' work."""
+        controller = self
+
+        def forward(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, *args, **kwargs):
+            pairs = controller._pairs.pop(layer.index, None)
+            if pairs is None or top_k_weights.shape != top_k_index.shape:
+                return original(hidden_states, top_k_index, top_k_weights, *args, **kwargs)
+            token, flat = pairs
+            part = original(hidden_states.index_select(0, token), top_k_index.reshape(-1, 1).index_select(0, flat),
+                            top_k_weights.reshape(-1, 1).index_select(0, flat), *args, **kwargs)
+            return part.new_zeros((hidden_states.shape[0], *part.shape[1:])).index_add(0, token, part)
+
+        return forward
 
     def _token_bias(self, layer: MoELayer, tokens: int) -> torch.Tensor | None:
         bias = self._bias
@@ -321,6 +367,10 @@ class DynamicMoE:
             hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
             tokens = hidden.shape[0]
             expert_count, token_counts = controller._token_counts(layer, tokens)
+            if token_counts is not None and layer.takes_selected_pairs and tokens >= PAIRS_MIN_TOKENS:
+                controller._pairs[layer.index] = controller._selected_pairs(layer, tokens, hidden.device)
+            else:
+                controller._pairs.pop(layer.index, None)
             bias = controller._token_bias(layer, tokens)
             if bias is not None:
                 bias = bias.to(hidden.device)

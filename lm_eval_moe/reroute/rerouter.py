@@ -37,7 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from lm_eval_moe.cost import Cost, CostLedger, CostModel
 from lm_eval_moe.generation.special_tokens import eos_token_ids, pad_token_id
 from lm_eval_moe.generation.stops import holds_stop
-from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_token
+from lm_eval_moe.generation.sampling import SamplingConfig, make_generator, sample_rows
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import DynamicMoE
 from lm_eval_moe.reroute.adam import ScaledAdam
@@ -261,21 +261,21 @@ class Rerouter:
                                      **cache_argument(past), use_cache=True)
                     past, next_logits = returned_cache(out), out.logits[:, -1].float()
                     step_entropy = self._entropy(recorder.calls, len(rows))
-                    for position, row in enumerate(rows):
+                    for position, (row, row_position) in enumerate(zip(rows, positions.squeeze(1).tolist())):
                         if live[position]:
-                            outcomes[row].ledger.feed(int(positions[position]), counts)
+                            outcomes[row].ledger.feed(row_position, counts)
                             if step_entropy is not None:
                                 entropies[position].append(float(step_entropy[position]))
                 new_pending = pending.clone() if pending is not None else torch.zeros(len(rows), dtype=torch.long,
                                                                                      device=self.device)
-                for position, row in enumerate(rows):
-                    if not live[position]:
-                        continue
-                    outcome = outcomes[row]
-                    token, _ = sample_token(next_logits[position], sampling, generators[row])
+                sampled = [position for position in range(len(rows)) if live[position]]
+                drawn, _ = sample_rows(next_logits.index_select(0, torch.tensor(sampled, device=self.device)), sampling,
+                                       [generators[rows[position]] for position in sampled])
+                new_pending[sampled] = torch.tensor(drawn, dtype=torch.long).to(self.device)
+                for position, token in zip(sampled, drawn):
+                    outcome = outcomes[rows[position]]
                     outcome.tokens.append(token)
                     outcome.ledger.sampled()
-                    new_pending[position] = token
                     if token in eos_ids:
                         outcome.finish_reason = "eos"
                     elif len(outcome.tokens) >= max_new_tokens:

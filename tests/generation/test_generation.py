@@ -113,3 +113,32 @@ def test_hybrid_caches_fall_back_to_rereading():
     assert engine.cache_mode == "reread"
     engine.expand([Expansion(first[0], 0, 4)], batch)
     assert batch.ledgers[0].cost.reprocessed_tokens > 0
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (0.8, 0, 1.0), (1.0, 5, 1.0), (0.7, 0, 0.6),
+                                                        (1.0, 40, 0.9)])
+def test_batched_sampling_draws_what_each_row_draws_alone(temperature, top_k, top_p):
+    """sample_rows over a batch equals, row by row, the reference draw: that row's filtered distribution
+    (temperature, top-k, smallest prefix reaching top_p) sampled with its own generator alone."""
+    from lm_eval_moe.generation.sampling import make_generator, sample_rows
+
+    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    logits = torch.randn(9, 300, generator=torch.Generator().manual_seed(0)) * 3
+    logits[0, :12] = 6.0  # ties at the top
+    tokens, logprobs = sample_rows(logits, config, [make_generator(seed, "cpu") for seed in range(9)])
+    for row, (token, logprob) in enumerate(zip(tokens, logprobs)):
+        assert logprob == pytest.approx(float(torch.log_softmax(logits[row], -1)[token]), abs=1e-6)
+        if temperature == 0:
+            assert token == int(logits[row].argmax())
+            continue
+        scaled = logits[row] / temperature
+        if top_k:
+            scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], float("-inf"))
+        probs = torch.softmax(scaled, -1)
+        order = probs.argsort(descending=True)
+        kept = order[: int((probs[order].cumsum(0) - probs[order] <= top_p).sum())]
+        reference = torch.zeros_like(probs)
+        reference[kept] = probs[kept]
+        assert token == int(torch.multinomial(reference, 1, generator=make_generator(row, "cpu")))
+        alone, _ = sample_rows(logits[row : row + 1], config, [make_generator(row, "cpu")])
+        assert alone == [token]

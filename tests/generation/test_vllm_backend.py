@@ -75,6 +75,29 @@ def test_mixed_k_batch_equals_transformers_per_k(tmp_path, monkeypatch, family, 
         engine.generate(PROMPTS[:1], [5], max_tokens=2)
 
 
+def _two_worker_cpu_binding(monkeypatch) -> None:
+    """vLLM's CPU workers bind their threads one NUMA node each unless told which cores to use: on a
+    one-node machine, give each of the two tensor-parallel workers one core of this process's."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("tensor_parallel_size=2 needs two cores")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}|{cores[1]}")
+
+
+def test_tensor_parallel_keeps_per_request_k(tmp_path, monkeypatch):
+    """tensor_parallel_size=2 (two worker processes, each with its own router patch and processor): the
+    mixed-k batch gives each request transformers' greedy tokens at its own k, as one process does."""
+    _two_worker_cpu_binding(monkeypatch)
+    path = save_tiny_moe(tmp_path / "olmoe", "olmoe", seed=3, **SHAPE)
+    counts = [1, 2, 3, 4, 2, 1]
+    expected = hf_greedy(path, PROMPTS, counts, 12)
+    assert sum(a != b for a, b in zip(expected, hf_greedy(path, PROMPTS, [4] * len(PROMPTS), 12))) >= 3
+    engine = VLLMExpertEngine(str(path), 4, dtype="float32", max_model_len=512, gpu_memory_utilization=0.3,
+                              tensor_parallel_size=2)
+    assert engine.llm.llm_engine.vllm_config.parallel_config.tensor_parallel_size == 2
+    assert [c.token_ids for c in engine.generate(PROMPTS, counts, max_tokens=12)] == expected
+
+
 def run_lm_eval(tmp_path, name, model, model_args):
     out = tmp_path / name
     subprocess.run(
@@ -114,15 +137,20 @@ def _computed(results: dict, *leave_out: str) -> dict:
     return {key: value for key, value in reproducible_metrics(results).items() if not key.startswith(leave_out)}
 
 
-def test_des_through_vllm_equals_des_through_hf(tmp_path):
+@pytest.mark.parametrize("tensor_parallel", [1, 2])
+def test_des_through_vllm_equals_des_through_hf(tmp_path, monkeypatch, tensor_parallel):
     """Greedy DES (temperature 0, K={1..4}, PRM scoring on HF in both) gives the same responses,
-    candidates, scores and generated tokens through backend=vllm as through the HF step engine."""
+    candidates, scores and generated tokens through backend=vllm as through the HF step engine, on one
+    vLLM worker and on two tensor-parallel workers."""
+    if tensor_parallel > 1:
+        _two_worker_cpu_binding(monkeypatch)
     path = ascii_policy(tmp_path / "policy")
     args = (f"pretrained={path},verifier=tiny-arith-prm,budget=4,keep=2,max_steps=3,max_step_tokens=16,"
             "max_tokens=48,expert_counts=1-4,temperature=0,seed=3")
     hf_samples, hf_results = run_lm_eval(tmp_path, "hf", "moe_des", args)
     vllm_samples, vllm_results = run_lm_eval(
-        tmp_path, "vllm", "moe_des", args + ",backend=vllm,vllm_max_model_len=512,vllm_gpu_memory_utilization=0.3")
+        tmp_path, "vllm", "moe_des", args + ",backend=vllm,vllm_max_model_len=512,vllm_gpu_memory_utilization=0.3,"
+        f"vllm_tensor_parallel_size={tensor_parallel}")
     assert [s["resps"] for s in vllm_samples] == [s["resps"] for s in hf_samples]
     # the logged records (response, every candidate with k, score, steps, finish reason) agree; their cost
     # does not: prefix tokens count where computed, the HF engine forks cached rows, vLLM re-reads what its
@@ -133,6 +161,7 @@ def test_des_through_vllm_equals_des_through_hf(tmp_path):
     assert [_records_without_cost(s) for s in vllm_samples] == [_records_without_cost(s) for s in hf_samples]
     assert all(record["response"].isascii() for s in hf_samples for record in _records_without_cost(s))
     assert vllm_results["config"]["lm_eval_moe"]["backend"] == "vllm"
+    assert vllm_results["config"]["lm_eval_moe"]["vllm_tensor_parallel_size"] == tensor_parallel
     assert hf_results["config"]["lm_eval_moe"]["backend"] == "hf"
 
 

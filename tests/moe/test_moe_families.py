@@ -243,3 +243,37 @@ def test_detach_restores_stock_forward():
 def test_tiny_config_rejects_unknown_family():
     with pytest.raises(ValueError, match="no tiny config for 'llama'"):
         tiny_config("llama")
+
+
+@pytest.mark.parametrize("family", ["olmoe", "qwen3_moe", "mixtral", "deepseek_v3"])
+def test_a_long_mixed_k_block_hands_the_experts_only_its_selected_pairs(family, monkeypatch):
+    """A prefill of mixed k: the experts receive the selected (token, expert) pairs only, one per row (their work
+    follows each token's k), and the logits equal the masked call's and each row's own run at its k."""
+    from lm_eval_moe.moe import dynamic
+
+    model = tiny_moe(family, seed=4)
+    calls = []
+    experts_type = type(next(module for name, module in model.named_modules() if name.endswith("experts")))
+    stock = experts_type.forward
+
+    def counting(self, hidden, index, weights, *args, **kwargs):
+        calls.append((hidden.shape[0], index.shape[1]))
+        return stock(self, hidden, index, weights, *args, **kwargs)
+
+    monkeypatch.setattr(experts_type, "forward", counting)
+    moe = attach(model)
+    assert all(layer.takes_selected_pairs for layer in moe.layers)
+    prompts = _ids(batch=3, length=40, seed=2)  # 120 tokens >= PAIRS_MIN_TOKENS
+    counts = [1, 3, 2]
+    with torch.no_grad(), moe.routing(row_expert_counts=counts):
+        split = model(prompts).logits
+    assert calls == [(40 * sum(counts), 1)] * moe.num_layers  # 40 tokens of each row, k pairs each
+    monkeypatch.setattr(dynamic, "PAIRS_MIN_TOKENS", 10_000)
+    with torch.no_grad(), moe.routing(row_expert_counts=counts):
+        masked = model(prompts).logits
+    torch.testing.assert_close(split, masked, rtol=1e-5, atol=1e-5)
+    for row, k in enumerate(counts):
+        with torch.no_grad(), moe.routing(expert_count=k):
+            torch.testing.assert_close(split[row], model(prompts[row : row + 1]).logits[0], rtol=1e-5, atol=1e-5)
+    moe.detach()
+    assert "forward" not in vars(moe.layers[0].experts) and "forward" not in vars(moe.layers[0].router)
