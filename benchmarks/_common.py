@@ -6,6 +6,9 @@ for the GPU, and the benchmark data folder."""
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,22 @@ def synchronize() -> None:
     """Wait for queued GPU work, so that wall-clock timings cover it."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+def interleaved_medians(variants: dict[Any, Callable[[], object]], repeats: int, warm_up: bool = False
+                        ) -> dict[Any, float]:
+    """Median seconds of each variant, run round robin so that every variant sees the same machine load (this
+    machine is shared); ``warm_up``: one untimed round first."""
+    samples: dict[Any, list[float]] = {name: [] for name in variants}
+    for round_ in range(repeats + warm_up):
+        for name, run in variants.items():
+            synchronize()
+            start = time.perf_counter()
+            run()
+            synchronize()
+            if round_ >= warm_up:
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def add_policy_arguments(parser) -> None:

@@ -21,29 +21,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 
 import torch
 
 from lm_eval_moe.kv_cache import cache_argument, returned_cache
 from lm_eval_moe.moe import dynamic
 
-from _common import add_policy_arguments, benchmark_policy, describe, synchronize
-
-
-def _timed(repeats: int, variants: dict[str, callable]) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for name, variant in variants.items():  # warm-up
-        variant()
-    for _ in range(repeats):
-        for name, variant in variants.items():
-            synchronize()
-            start = time.perf_counter()
-            variant()
-            synchronize()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
+from _common import add_policy_arguments, benchmark_policy, describe, interleaved_medians
 
 
 #: HBM bandwidth of the GPUs this project has been lent, GB/s (vendor datasheets); --peak-gbs overrides
@@ -133,7 +117,8 @@ def main() -> None:
         }
         if phase == "decode":
             variants["cache_copy_only"] = lambda: copy.deepcopy(prefix)
-        results[phase] = _timed(args.repeats, variants)
+        results[phase] = {name: seconds * 1000
+                          for name, seconds in interleaved_medians(variants, args.repeats, warm_up=True).items()}
         if phase == "decode":  # report the forward alone
             copy_ms = results[phase].pop("cache_copy_only")
             results[phase] = {name: ms - copy_ms for name, ms in results[phase].items()}

@@ -11,8 +11,6 @@ the same generation work; the verifier is the policy's likelihood (no PRM forwar
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -22,7 +20,7 @@ from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.verifiers import LikelihoodVerifier
 
-from _common import add_policy_arguments, benchmark_policy, describe, synchronize
+from _common import add_policy_arguments, benchmark_policy, describe, interleaved_medians
 
 NEVER = "\x00\x01never"
 
@@ -46,29 +44,25 @@ def main() -> None:
                           max_step_tokens=args.step_tokens, max_tokens=args.steps * args.step_tokens)
     generator = torch.Generator().manual_seed(0)
     print(f"model: {describe(model)}; DES N={args.budget}, M={args.keep}, K={{2,4,6,8}}, T={args.steps} steps of "
-          f"{args.step_tokens} tokens, {args.threads} thread(s); median of {args.repeats}")
+          f"{args.step_tokens} tokens, {args.threads} thread(s); medians of {args.repeats}, both ways round robin")
     print("| prompt tokens | cached prefixes | re-read prefixes | re-read tokens | re-read / cached |")
     print("|---|---|---|---|---|")
+    def search(problem: Problem, mode: str, reread_tokens: list[int]):
+        def run():
+            engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+            outcomes = run_search(STRATEGIES["des"].algorithm, [problem], config, engine, LikelihoodVerifier(),
+                                  BatchContext.for_problems([0], cost_model))
+            reread_tokens.append(outcomes[0].cost.reprocessed_tokens)
+        return run
+
     for length in (int(part) for part in args.lengths.split(",")):
         prompt = tuple(torch.randint(3, 200, (length,), generator=generator).tolist())
         problem = Problem(0, prompt, "question", seed=1, base_expert_count=(8,) * layers)
-        seconds, reread_tokens = {}, 0
-        for mode in ("reuse", "reread"):
-            times = []
-            for _ in range(args.repeats):
-                engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
-                synchronize()
-                start = time.perf_counter()
-                outcomes = run_search(STRATEGIES["des"].algorithm, [problem], config, engine, LikelihoodVerifier(),
-                                      BatchContext.for_problems([0], cost_model))
-                synchronize()
-                times.append(time.perf_counter() - start)
-                if mode == "reread":
-                    reread_tokens = outcomes[0].cost.reprocessed_tokens
-            seconds[mode] = statistics.median(times)
-        print(f"| {length} | {seconds['reuse']:.2f} s | {seconds['reread']:.2f} s | {reread_tokens} | "
+        reread: list[int] = []
+        seconds = interleaved_medians({"reuse": search(problem, "reuse", []), "reread": search(problem, "reread", reread)},
+                                      args.repeats)
+        print(f"| {length} | {seconds['reuse']:.2f} s | {seconds['reread']:.2f} s | {reread[-1]} | "
               f"{seconds['reread'] / seconds['reuse']:.2f}x |", flush=True)
-
 
 if __name__ == "__main__":
     main()

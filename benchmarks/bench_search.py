@@ -7,8 +7,9 @@
 (d) each strategy's generated tokens per second next to plain sampling's (transformers' ``generate`` of the same
     N samples of the same length from the same prompt: the ceiling a search can reach).
 
-Steps have a fixed length (a delimiter the random policy never emits, ``max_step_tokens`` cap) so that
-every variant does the same generation work; a tiny random PRM scores the candidates.
+Steps have a fixed length (a delimiter the random policy never emits, ``max_step_tokens`` cap) and no token
+ends a path (the engine is given no EOS id), so that every variant generates the same tokens; a tiny random
+PRM scores the candidates.
 
     python benchmarks/bench_search.py [--budget 16 --steps 4 --step-tokens 24 --problems 2]
     python benchmarks/bench_search.py --policy olmoe-1b-7b --device cuda --dtype bfloat16   # a GPU, real size
@@ -17,7 +18,6 @@ every variant does the same generation work; a tiny random PRM scores the candid
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import statistics
 import tempfile
@@ -32,20 +32,9 @@ from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.testing import save_tiny_prm
 from lm_eval_moe.verifiers import load_verifier
 
-from _common import add_policy_arguments, benchmark_policy, describe, synchronize
+from _common import add_policy_arguments, benchmark_policy, describe, interleaved_medians, synchronize
 
 NEVER = "\x00\x01never"
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -65,7 +54,8 @@ def main() -> None:
     counts = [(k,) * layers for k in (2, 4, 6, 8)]
 
     def engine(mode: str = "reuse") -> StepEngine:
-        return StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+        return StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode,
+                          eos_ids=set())
 
     def context(count: int = 1) -> BatchContext:
         return BatchContext.for_problems(range(count), cost_model)
@@ -110,35 +100,32 @@ def main() -> None:
                                                context(len(problems)))
         return go
 
-    reuse = _median_seconds(search("des", "reuse", config), args.repeats)
-    reread = _median_seconds(search("des", "reread", config), args.repeats)
-    bon_config = dataclasses.replace(config, max_tokens=args.steps * args.step_tokens)
-    bon = _median_seconds(search("best_of_n", "reuse", bon_config), args.repeats)
-
-    def tokens(key):
-        return sum(o.cost.generated_tokens for o in outcome[key]), sum(o.cost.reprocessed_tokens for o in outcome[key])
-
-    strategies = {}
-    for name in ("beam", "dvts"):
-        seconds = _median_seconds(search(name, "reuse", config), args.repeats)
-        strategies[name] = (seconds, tokens((name, "reuse"))[0])
-
     def plain_sampling():
-        ids = torch.tensor([problems[0].prompt_ids] * args.budget, device=args.device)
         for problem in problems:
-            ids[:] = torch.tensor(problem.prompt_ids[: ids.shape[1]], device=args.device)
+            ids = torch.tensor([problem.prompt_ids] * args.budget, device=args.device)
             with torch.no_grad():
                 model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
                                max_new_tokens=args.steps * args.step_tokens, min_new_tokens=args.steps * args.step_tokens,
                                pad_token_id=tok.pad_token_id)
 
-    plain = _median_seconds(plain_sampling, args.repeats)
+    seconds = interleaved_medians({
+        "des": search("des", "reuse", config), "des_reread": search("des", "reread", config),
+        "best_of_n": search("best_of_n", "reuse", config), "beam": search("beam", "reuse", config),
+        "dvts": search("dvts", "reuse", config), "plain": plain_sampling,
+    }, args.repeats)
+    reuse, reread, bon, plain = seconds["des"], seconds["des_reread"], seconds["best_of_n"], seconds["plain"]
+
+    def tokens(key):
+        return sum(o.cost.generated_tokens for o in outcome[key]), sum(o.cost.reprocessed_tokens for o in outcome[key])
+
+    strategies = {name: (seconds[name], tokens((name, "reuse"))[0]) for name in ("beam", "dvts")}
     plain_tokens = args.problems * args.budget * args.steps * args.step_tokens
     des_gen, _ = tokens(("des", "reuse"))
     _, reread_tokens = tokens(("des", "reread"))
     bon_gen, _ = tokens(("best_of_n", "reuse"))
     print(f"model: {describe(model)}; N={args.budget}, K={{2,4,6,8}}, T={args.steps}, "
-          f"{args.step_tokens} tokens/step, {args.problems} problems, {args.threads} thread(s)")
+          f"{args.step_tokens} tokens/step, {args.problems} problems, {args.threads} thread(s); whole searches: "
+          f"medians of {args.repeats}, run round robin")
     print(f"(a) DES round, {args.budget} beams: mixed-k batch {mixed:.2f} s, per-k groups {grouped:.2f} s "
           f"-> groups / mixed = {grouped / mixed:.2f}x")
     print(f"(b) DES search: prefix reuse {reuse:.2f} s, re-reading {reread:.2f} s ({reread_tokens} tokens re-read) "
@@ -148,9 +135,9 @@ def main() -> None:
           f"{(reuse / des_gen) / (bon / bon_gen):.2f}x time per token")
     strategies = {"des": (reuse, des_gen), "best_of_n": (bon, bon_gen), **strategies}
     print(f"(d) plain sampling (transformers' generate): {plain_tokens / plain:.0f} generated tokens/s ({plain:.2f} s)")
-    for name, (seconds, generated) in strategies.items():
-        print(f"    {name}: {generated / seconds:.0f} generated tokens/s ({seconds:.2f} s, {generated} tokens) -> "
-              f"{generated / seconds / (plain_tokens / plain):.2f}x plain sampling's rate")
+    for name, (elapsed, generated) in strategies.items():
+        print(f"    {name}: {generated / elapsed:.0f} generated tokens/s ({elapsed:.2f} s, {generated} tokens) -> "
+              f"{generated / elapsed / (plain_tokens / plain):.2f}x plain sampling's rate")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@
 (a) DES rounds: every live path of several problems expanded by one step with its own k (K = {4..11} around
     the model's k = 8, the paper's shape), greedy, the same expansions through both engines (paths checked
     equal): generated tokens/s of each engine and their ratio;
-(b) whole searches on each engine: DES vs Best-of-N at the same N (fixed-length steps: a delimiter the random
-    policy never emits, a max_step_tokens cap; a path still ends where the policy samples EOS, so the token
-    counts differ and the time per generated token is the like-for-like ratio), tiny random PRM on
-    transformers;
+(b) whole searches on each engine: DES vs Best-of-N at the same N for the same generated tokens (the policy
+    has no EOS and steps have a fixed length: a delimiter it never emits, a max_step_tokens cap), tiny random
+    PRM on transformers;
 (c) each engine's plain sampling rate for the same N samples of the same length (vLLM: one generate call;
     HF: transformers' generate), the ceiling a search can reach.
 
@@ -17,13 +16,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import statistics
 import tempfile
 import time
 
+from _common import interleaved_medians
+
 NEVER = "\x00\x01never"
+
+
+def _without_eos(path) -> None:
+    """No id ends a sequence (config, generation config, tokenizer): every path runs to its length limit, so
+    every strategy and engine generates the same number of tokens."""
+    from lm_eval_moe.testing import byte_tokenizer
+
+    for name in ("config.json", "generation_config.json"):
+        settings = json.loads((path / name).read_text())
+        settings["eos_token_id"] = None
+        (path / name).write_text(json.dumps(settings))
+    tokenizer = byte_tokenizer()
+    tokenizer.eos_token = None
+    tokenizer.save_pretrained(path)
 
 
 def main() -> None:
@@ -39,12 +54,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="vLLM's KV cache block size, its prefix cache's granularity (default: vLLM's, 128 on CPU)")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lm_eval_moe.cost import CostModel
     from lm_eval_moe.generation import SamplingConfig, StepEngine
@@ -54,7 +71,7 @@ def main() -> None:
     from lm_eval_moe.moe import attach
     from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
     from lm_eval_moe.search.driver import run_search
-    from lm_eval_moe.testing import EOS_ID, byte_tokenizer, save_tiny_moe, save_tiny_prm
+    from lm_eval_moe.testing import save_tiny_moe, save_tiny_prm
     from lm_eval_moe.verifiers import load_verifier
 
     torch.set_num_threads(args.threads)  # vLLM's CPU worker runs in this process (no multiprocessing) on 1 thread
@@ -63,7 +80,8 @@ def main() -> None:
                  num_hidden_layers=4, num_attention_heads=args.hidden // 64, num_key_value_heads=args.hidden // 64,
                  head_dim=64)
     path = save_tiny_moe(folder, "olmoe", seed=0, **shape)
-    tokenizer = byte_tokenizer()
+    _without_eos(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(args.device)
     moe = attach(model)
     layers = moe.num_layers
@@ -73,7 +91,8 @@ def main() -> None:
     prompts = [tuple(tokenizer.encode(f"Problem {i}: compute {i * 37 % 101} + {i * 53 % 97}.\n\nSolution: "))
                for i in range(args.problems)]
     vllm_expert_engine = VLLMExpertEngine(str(path), max(*counts, 8), dtype="float32", max_model_len=1024,
-                                          gpu_memory_utilization=0.3 if args.device == "cpu" else 0.5)
+                                          gpu_memory_utilization=0.3 if args.device == "cpu" else 0.5,
+                                          **({} if args.block_size is None else {"block_size": args.block_size}))
 
     # (a) DES rounds, greedy, per-request k in one batch
     def rounds(engine) -> tuple[float, int, list]:
@@ -90,7 +109,7 @@ def main() -> None:
         return time.perf_counter() - start, generated, texts
 
     hf_seconds, hf_tokens, hf_texts = rounds(StepEngine(model, tokenizer, moe, greedy))
-    greedy_vllm = VLLMStepEngine(vllm_expert_engine, tokenizer, greedy, eos_ids=(EOS_ID,))
+    greedy_vllm = VLLMStepEngine(vllm_expert_engine, tokenizer, greedy)
     rounds(greedy_vllm)  # warm-up: vLLM compiles nothing (eager) but allocates on first use
     vllm_seconds, vllm_tokens, vllm_texts = rounds(greedy_vllm)
     same = sum(a == b for round_a, round_b in zip(hf_texts, vllm_texts) for a, b in zip(round_a, round_b))
@@ -109,16 +128,8 @@ def main() -> None:
                           expert_counts=search_k, max_step_tokens=args.step_tokens, max_tokens=length)
     engines = {
         "HF step engine": lambda: StepEngine(model, tokenizer, moe, sampling, delimiter=NEVER),
-        "vLLM": lambda: VLLMStepEngine(vllm_expert_engine, tokenizer, sampling, delimiter=NEVER, eos_ids=(EOS_ID,)),
+        "vLLM": lambda: VLLMStepEngine(vllm_expert_engine, tokenizer, sampling, delimiter=NEVER),
     }
-
-    def median_seconds(fn) -> float:
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
     generated: dict[tuple[str, str], int] = {}
 
@@ -141,8 +152,11 @@ def main() -> None:
         vllm_expert_engine.generate(requests, [8] * len(requests), max_tokens=length, temperature=0.8,
                                     seeds=list(range(len(requests))))
 
-    searches = {(e, s): median_seconds(search(e, s)) for e in engines for s in ("des", "best_of_n")}
-    plain = {"HF step engine": median_seconds(hf_plain), "vLLM": median_seconds(vllm_plain)}
+    variants = {(e, s): search(e, s) for e in engines for s in ("des", "best_of_n")}
+    variants.update({(e, "plain"): run for e, run in (("HF step engine", hf_plain), ("vLLM", vllm_plain))})
+    seconds = interleaved_medians(variants, args.repeats)
+    searches = {key: value for key, value in seconds.items() if key[1] != "plain"}
+    plain = {e: seconds[(e, "plain")] for e in engines}
     plain_tokens = len(problems) * args.budget * length
 
     print(f"random OLMoE, hidden {args.hidden}, 32 experts, top-8, {layers} layers, device {args.device}, "
@@ -153,18 +167,17 @@ def main() -> None:
     print(f"    vLLM engine:    {vllm_tokens / vllm_seconds:8.1f} tokens/s ({vllm_seconds:.2f} s)")
     print(f"    vLLM / HF: {hf_seconds / vllm_seconds:.2f}x; identical greedy paths: {same}/{total}")
     print(f"(b) whole searches: N={args.budget}, K={{2,4,6,8}}, M={config.keep}, T={args.steps} steps of "
-          f"{args.step_tokens} tokens, {len(problems)} problems, median of {args.repeats}")
+          f"{args.step_tokens} tokens, {len(problems)} problems, medians of {args.repeats}, run round robin with (c)")
     for engine_name in engines:
         des, bon = searches[(engine_name, "des")], searches[(engine_name, "best_of_n")]
         des_tokens, bon_tokens = generated[(engine_name, "des")], generated[(engine_name, "best_of_n")]
         print(f"    {engine_name}: DES {des:.2f} s ({des_tokens} tokens), Best-of-N {bon:.2f} s ({bon_tokens} tokens)"
-              f" -> DES / BoN = {des / bon:.2f}x time, {des_tokens / bon_tokens:.2f}x tokens, "
-              f"{(des / des_tokens) / (bon / bon_tokens):.2f}x time per token")
+              f" -> DES / BoN = {des / bon:.2f}x time, {(des / des_tokens) / (bon / bon_tokens):.2f}x time per token")
     print(f"(c) plain sampling, {plain_tokens} tokens ({len(problems)} prompts x {args.budget} samples x {length})")
-    for engine_name, seconds in plain.items():
+    for engine_name, elapsed in plain.items():
         rates = ", ".join(f"{s} {generated[(engine_name, s)] / searches[(engine_name, s)]:.0f}"
                           for s in ("des", "best_of_n"))
-        print(f"    {engine_name}: {plain_tokens / seconds:.0f} tokens/s ({seconds:.2f} s); searches: {rates} tokens/s")
+        print(f"    {engine_name}: {plain_tokens / elapsed:.0f} tokens/s ({elapsed:.2f} s); searches: {rates} tokens/s")
     shutil.rmtree(folder)
 
 

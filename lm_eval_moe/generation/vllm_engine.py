@@ -22,6 +22,7 @@ from lm_eval_moe.generation.sampling import SamplingConfig
 
 logger = logging.getLogger(__name__)
 
+CPU_BLOCK_SIZE = 32  # KV cache block size on CPU (vLLM's default there: 128)
 SUPPORTED_VLLM = ("0.32", "0.33")  # the worker-side router patch was checked against these
 
 
@@ -80,9 +81,14 @@ class VLLMExpertEngine:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if _has_cuda():
             kwargs["moe_backend"] = "triton"  # monolithic kernels cache k at construction
+        else:
+            # the prefix cache serves whole blocks and a search sends every path's prefix again each round: CPU's
+            # default 128-token blocks leave up to 127 tokens of each prefix to recompute, 32 (the smallest its
+            # attention takes) up to 31 (benchmarks/RESULTS.md, bench_vllm.py --block-size)
+            kwargs["block_size"] = CPU_BLOCK_SIZE
         kwargs.update(engine_kwargs)
-        logger.info("vLLM engine for %s loaded at k=%d (eager, per-request k, prefix cache salted per k)",
-                    pretrained, max_expert_count)
+        logger.info("vLLM engine for %s loaded at k=%d (eager, per-request k, prefix cache salted per k%s)",
+                    pretrained, max_expert_count, f", {kwargs['block_size']}-token blocks" if "block_size" in kwargs else "")
         self.max_expert_count = max_expert_count
         self.llm = vllm.LLM(**kwargs)
         self.vllm = vllm

@@ -15,7 +15,7 @@ import torch
 
 vllm = pytest.importorskip("vllm")
 
-from lm_eval_moe.generation.vllm_engine import VLLMExpertEngine  # noqa: E402
+from lm_eval_moe.generation.vllm_engine import CPU_BLOCK_SIZE, VLLMExpertEngine  # noqa: E402
 from lm_eval_moe.moe import attach  # noqa: E402
 from lm_eval_moe.testing import (  # noqa: E402
     BOS_ID, EOS_ID, PAD_ID, byte_tokenizer, reproducible_metrics, reproducible_sample, save_tiny_moe,
@@ -66,7 +66,8 @@ def test_mixed_k_batch_equals_transformers_per_k(tmp_path, monkeypatch, family, 
     recounts = [4, 3, 2, 1, 1, 2]
     again = engine.generate(PROMPTS, recounts, max_tokens=12)
     assert [c.token_ids for c in again] == hf_greedy(path, PROMPTS, recounts, 12)
-    block = engine.llm.llm_engine.vllm_config.cache_config.block_size  # 128 on CPU
+    block = engine.llm.llm_engine.vllm_config.cache_config.block_size
+    assert block == CPU_BLOCK_SIZE  # the search's prefixes are served in 32-token blocks, not CPU's default 128
     long_prompt = [1] + [5 + (j * 11) % 250 for j in range(block + 20)]  # one full cache block and more
     first, second = (engine.generate([long_prompt], [2], max_tokens=2)[0] for _ in range(2))
     assert first.cached_prompt_tokens == 0 and second.cached_prompt_tokens >= block
@@ -154,7 +155,7 @@ def test_des_through_vllm_equals_des_through_hf(tmp_path, monkeypatch, tensor_pa
     assert [s["resps"] for s in vllm_samples] == [s["resps"] for s in hf_samples]
     # the logged records (response, every candidate with k, score, steps, finish reason) agree; their cost
     # does not: prefix tokens count where computed, the HF engine forks cached rows, vLLM re-reads what its
-    # 128-token cache blocks do not hold, so compute totals differ and token/score metrics do not
+    # cache blocks do not hold, so compute totals differ and token/score metrics do not
     differ = ("prompt_tokens", "routed_expert_tokens", "shared_expert_tokens", "flops")
     assert _computed(vllm_results["results"]["moe_demo_arith"], *differ) == \
         _computed(hf_results["results"]["moe_demo_arith"], *differ)
