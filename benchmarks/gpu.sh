@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU benchmark as one script, for a lent device: OLMoE-1B-7B's and Qwen3-30B-A3B's shapes (random weights,
-# bfloat16, built on the GPU), the tables of benchmarks/RESULTS.md's GPU section (mixed-k vs uniform k with the
-# decode step's share of the memory bandwidth, cached vs re-read prefixes, DES vs Best-of-N and each strategy's
-# rate against plain sampling), plus rerouting on the OLMoE shape. Needs torch with CUDA and transformers 5.x
-# there; each table goes to $OUT (or benchmarks/gpu_results/). About 10 minutes on one H200; Qwen3-30B-A3B's
-# shape needs about 65 GB of GPU memory.
+# Every GPU benchmark as one script, for a lent device: OLMoE-1B-7B's and Qwen3-30B-A3B's shapes (random
+# weights, bfloat16, built on the GPU), the tables of benchmarks/RESULTS.md's GPU section (mixed-k vs uniform k
+# with the decode step's share of the memory bandwidth, cached vs re-read prefixes, DES vs Best-of-N and each
+# strategy's rate against plain sampling), plus rerouting on the OLMoE shape. Needs torch with CUDA, transformers
+# 5.x and safetensors (lm-eval is not needed); each table goes to $OUT (or benchmarks/gpu_results/). Qwen3-30B-A3B's
+# shape needs about 65 GB of GPU memory. Written on a CPU-only day (2026-12-07): its first GPU run is untimed.
 #
 #     bash benchmarks/gpu.sh                     # both shapes
 #     POLICIES=olmoe-1b-7b bash benchmarks/gpu.sh  # one
@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 out=${OUT:-gpu_results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python -c "import lm_eval_moe" 2>/dev/null || python -m pip install -q --no-deps --no-build-isolation -e ..
+export PYTHONPATH="$(cd .. && pwd)${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, nothing installed
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } | tee "$out/device.txt"
