@@ -50,3 +50,18 @@ def test_c3po_refuses_vllm(tiny_model_dir):
 
     with pytest.raises(ModelArgError, match="moe_c3po changes routing per batch"):
         MoEC3POLM(pretrained=str(tiny_model_dir), references="unused.json", backend="vllm", device="cpu")
+
+
+def test_results_name_every_vllm_engine_setting():
+    """A vLLM run's reported settings carry every engine setting it was loaded with (given or default); an HF
+    run's carry the backend alone."""
+    from lm_eval_moe.generation.settings import PlainSettings
+    from lm_eval_moe.search.settings import SearchSettings
+
+    vllm = PlainSettings.from_model_args({"backend": "vllm", "vllm_tensor_parallel_size": "2"}).reported_backend()
+    assert vllm == {"backend": "vllm", "vllm_max_model_len": None, "vllm_gpu_memory_utilization": None,
+                    "vllm_tensor_parallel_size": 2, "vllm_seed": 0}
+    search = SearchSettings.from_model_args({"backend": "vllm", "vllm_max_model_len": "512", "verifier": "majority",
+                                             "strategy": "self_consistency"}).reported_backend()
+    assert search["vllm_max_model_len"] == 512 and search["vllm_tensor_parallel_size"] == 1
+    assert PlainSettings.from_model_args({}).reported_backend() == {"backend": "hf"}
