@@ -79,6 +79,20 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+#: a step delimiter the random policies never emit: steps end at their token cap, so every variant does the same work
+NEVER_DELIMITER = "\x00\x01never"
+
+
+def plain_sampling(model, prompts, samples: int, length: int, pad_id: int, device: str) -> None:
+    """transformers' ``generate`` of ``samples`` continuations of exactly ``length`` tokens per prompt (temperature
+    0.8): the plain-sampling rate a search is compared with."""
+    for prompt in prompts:
+        ids = torch.tensor([prompt] * samples, device=device)
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
+                           max_new_tokens=length, min_new_tokens=length, pad_token_id=pad_id)
+
+
 def interleaved_medians(variants: dict[Any, Callable[[], object]], repeats: int, warm_up: bool = False
                         ) -> dict[Any, float]:
     """Median seconds of each variant, run round robin so that every variant sees the same machine load (this

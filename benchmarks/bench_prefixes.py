@@ -20,10 +20,7 @@ from lm_eval_moe.search import STRATEGIES, Problem, SearchConfig
 from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.verifiers import LikelihoodVerifier
 
-from _common import add_policy_arguments, benchmark_policy, describe, interleaved_medians
-
-NEVER = "\x00\x01never"
-
+from _common import NEVER_DELIMITER, add_policy_arguments, benchmark_policy, describe, interleaved_medians
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,7 +46,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     def search(problem: Problem, mode: str, reread_tokens: list[int]):
         def run():
-            engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode)
+            engine = StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER_DELIMITER, cache_mode=mode)
             outcomes = run_search(STRATEGIES["des"].algorithm, [problem], config, engine, LikelihoodVerifier(),
                                   BatchContext.for_problems([0], cost_model))
             reread_tokens.append(outcomes[0].cost.reprocessed_tokens)

@@ -32,10 +32,9 @@ from lm_eval_moe.search.driver import run_search
 from lm_eval_moe.testing import save_tiny_prm
 from lm_eval_moe.verifiers import load_verifier
 
-from _common import add_policy_arguments, benchmark_policy, describe, interleaved_medians, synchronize
-
-NEVER = "\x00\x01never"
-
+from _common import (
+    NEVER_DELIMITER, add_policy_arguments, benchmark_policy, describe, interleaved_medians, plain_sampling, synchronize,
+)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,7 +53,7 @@ def main() -> None:
     counts = [(k,) * layers for k in (2, 4, 6, 8)]
 
     def engine(mode: str = "reuse") -> StepEngine:
-        return StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER, cache_mode=mode,
+        return StepEngine(model, tok, moe, SamplingConfig(temperature=0.8), delimiter=NEVER_DELIMITER, cache_mode=mode,
                           eos_ids=set())
 
     def context(count: int = 1) -> BatchContext:
@@ -100,18 +99,12 @@ def main() -> None:
                                                context(len(problems)))
         return go
 
-    def plain_sampling():
-        for problem in problems:
-            ids = torch.tensor([problem.prompt_ids] * args.budget, device=args.device)
-            with torch.no_grad():
-                model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
-                               max_new_tokens=args.steps * args.step_tokens, min_new_tokens=args.steps * args.step_tokens,
-                               pad_token_id=tok.pad_token_id)
-
     seconds = interleaved_medians({
         "des": search("des", "reuse", config), "des_reread": search("des", "reread", config),
         "best_of_n": search("best_of_n", "reuse", config), "beam": search("beam", "reuse", config),
-        "dvts": search("dvts", "reuse", config), "plain": plain_sampling,
+        "dvts": search("dvts", "reuse", config),
+        "plain": lambda: plain_sampling(model, [p.prompt_ids for p in problems], args.budget,
+                                        args.steps * args.step_tokens, tok.pad_token_id, args.device),
     }, args.repeats)
     reuse, reread, bon, plain = seconds["des"], seconds["des_reread"], seconds["best_of_n"], seconds["plain"]
 

@@ -22,9 +22,7 @@ import shutil
 import tempfile
 import time
 
-from _common import interleaved_medians
-
-NEVER = "\x00\x01never"
+from _common import NEVER_DELIMITER, interleaved_medians, plain_sampling
 
 
 def _without_eos(path) -> None:
@@ -127,8 +125,8 @@ def main() -> None:
     config = SearchConfig(budget=args.budget, keep=max(1, args.budget // 4), max_steps=args.steps,
                           expert_counts=search_k, max_step_tokens=args.step_tokens, max_tokens=length)
     engines = {
-        "HF step engine": lambda: StepEngine(model, tokenizer, moe, sampling, delimiter=NEVER),
-        "vLLM": lambda: VLLMStepEngine(vllm_expert_engine, tokenizer, sampling, delimiter=NEVER),
+        "HF step engine": lambda: StepEngine(model, tokenizer, moe, sampling, delimiter=NEVER_DELIMITER),
+        "vLLM": lambda: VLLMStepEngine(vllm_expert_engine, tokenizer, sampling, delimiter=NEVER_DELIMITER),
     }
 
     generated: dict[tuple[str, str], int] = {}
@@ -141,11 +139,8 @@ def main() -> None:
         return go
 
     def hf_plain():
-        for problem in problems:
-            ids = torch.tensor([problem.prompt_ids] * args.budget, device=args.device)
-            with torch.no_grad():
-                model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
-                               max_new_tokens=length, min_new_tokens=length, pad_token_id=tokenizer.pad_token_id)
+        plain_sampling(model, [p.prompt_ids for p in problems], args.budget, length, tokenizer.pad_token_id,
+                       args.device)
 
     def vllm_plain():
         requests = [p.prompt_ids for p in problems for _ in range(args.budget)]
